@@ -1,0 +1,134 @@
+"""Reads an InternVL3 checkpoint's own config.json (OpenGVLab or transformers style) and tokenizer files
+into our `InternVLConfig`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from liteframe_jax.models.config import ConfigError, InternVLConfig, TextConfig, VisionConfig
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "tokenizer.model", "generation_config.json", "chat_template.jinja",
+                   "chat_template.json")
+
+
+def read_special_tokens(directory: Path) -> dict[str, int]:
+    """token text -> id for added/special tokens declared in the tokenizer files that are present."""
+    found: dict[str, int] = {}
+    cfg = directory / "tokenizer_config.json"
+    if cfg.exists():
+        for tid, tok in json.loads(cfg.read_text()).get("added_tokens_decoder", {}).items():
+            found[tok["content"] if isinstance(tok, dict) else tok] = int(tid)
+    added = directory / "added_tokens.json"
+    if added.exists():
+        found.update({k: int(v) for k, v in json.loads(added.read_text()).items()})
+    tok = directory / "tokenizer.json"
+    if tok.exists():
+        for entry in json.loads(tok.read_text()).get("added_tokens", []):
+            found.setdefault(entry["content"], int(entry["id"]))
+    return found
+
+
+def _rope(text: dict[str, Any]) -> tuple[float, str, float]:
+    params = text.get("rope_parameters") or {}
+    theta = params.get("rope_theta", text.get("rope_theta", 10000.0))
+    scaling = text.get("rope_scaling") or ({k: v for k, v in params.items() if k != "rope_theta"} or None)
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind in ("default", None):
+        return float(theta), "none", 1.0
+    if kind != "dynamic":
+        raise ConfigError(f"unsupported rope scaling {scaling!r} (supported: none, dynamic)")
+    return float(theta), "dynamic", float(scaling.get("factor", 1.0))
+
+
+def _text_config(text: dict[str, Any], tie: bool) -> TextConfig:
+    arch = (text.get("architectures") or ["Qwen2ForCausalLM"])[0]
+    if text.get("model_type", "qwen2") != "qwen2" or arch != "Qwen2ForCausalLM":
+        raise ConfigError(f"unsupported LLM {text.get('model_type')!r}/{arch!r}: only Qwen2/Qwen2.5 InternVL3 "
+                          "models are supported")
+    theta, scaling, factor = _rope(text)
+    hidden, heads = text["hidden_size"], text["num_attention_heads"]
+    if text.get("head_dim") not in (None, hidden // heads):
+        raise ConfigError(f"text head_dim={text['head_dim']} != hidden_size/num_heads is not supported")
+    return TextConfig(
+        vocab_size=text["vocab_size"], hidden_size=hidden, num_layers=text["num_hidden_layers"], num_heads=heads,
+        num_kv_heads=text.get("num_key_value_heads", heads), mlp_dim=text["intermediate_size"], qkv_bias=True,
+        rope_theta=theta, rope_scaling=scaling, rope_scaling_factor=factor,
+        rms_norm_eps=text.get("rms_norm_eps", 1e-6),
+        max_position_embeddings=text.get("max_position_embeddings", 32768), tie_word_embeddings=tie)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+
+
+def _check_act(name: str, act: str | None) -> None:
+    if act not in (None, "gelu"):
+        raise ConfigError(f"unsupported {name} activation {act!r} (InternVL3 uses exact 'gelu')")
+
+
+def config_from_hf(directory: str | Path, qkv_layout: str, image_token_id: int | None = None) -> InternVLConfig:
+    """Builds our config from `directory/config.json` (either style) and its tokenizer files."""
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not path.exists():
+        raise ConfigError(f"{directory} has no config.json")
+    raw = json.loads(path.read_text())
+    if "llm_config" in raw:  # OpenGVLab InternVLChatConfig
+        v, text = raw["vision_config"], raw["llm_config"]
+        _check_act("vision", v.get("hidden_act"))
+        patch = int(v["patch_size"])
+        vision = VisionConfig(
+            hidden_size=v["hidden_size"], num_layers=v["num_hidden_layers"], num_heads=v["num_attention_heads"],
+            mlp_dim=v["intermediate_size"], image_size=_pair(raw.get("force_image_size") or v["image_size"]),
+            patch_size=patch, num_channels=v.get("num_channels", 3), qkv_bias=bool(v.get("qkv_bias", True)),
+            qkv_layout=qkv_layout, qk_norm=bool(v.get("qk_normalization", False)),
+            norm_type=v.get("norm_type", "rms_norm"), layer_norm_eps=v.get("layer_norm_eps", 1e-6),
+            select_layer=raw.get("select_layer", -1))
+        tie = bool(text.get("tie_word_embeddings", False))
+        ps_version = raw.get("ps_version", "v1")
+        token_id = raw.get("img_context_token_id")
+    elif "text_config" in raw:  # transformers InternVLConfig
+        v, text = raw["vision_config"], raw["text_config"]
+        _check_act("vision", v.get("hidden_act"))
+        _check_act("projector", raw.get("projector_hidden_act"))
+        if not v.get("use_absolute_position_embeddings", True):
+            raise ConfigError("vision use_absolute_position_embeddings=False is not supported")
+        if raw.get("vision_feature_select_strategy", "default") != "default":
+            raise ConfigError("only vision_feature_select_strategy='default' (drop CLS) is supported")
+        layer = raw.get("vision_feature_layer", -1)
+        if not isinstance(layer, int):
+            raise ConfigError(f"vision_feature_layer={layer!r}: only a single layer is supported")
+        patch = _pair(v.get("patch_size", 14))
+        if patch[0] != patch[1]:
+            raise ConfigError(f"non-square patch size {patch} is not supported")
+        vision = VisionConfig(
+            hidden_size=v["hidden_size"], num_layers=v["num_hidden_layers"], num_heads=v["num_attention_heads"],
+            mlp_dim=v["intermediate_size"], image_size=_pair(v.get("image_size", 448)), patch_size=patch[0],
+            num_channels=v.get("num_channels", 3), qkv_bias=bool(v.get("attention_bias", False)),
+            qkv_layout=qkv_layout, qk_norm=bool(v.get("use_qk_norm", False)),
+            norm_type=v.get("norm_type", "layer_norm"), layer_norm_eps=v.get("layer_norm_eps", 1e-6),
+            select_layer=layer)
+        tie = bool(raw.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
+        ps_version = "v2"
+        token_id = raw.get("image_token_id", raw.get("image_token_index"))
+    else:
+        raise ConfigError(f"{path} is neither an OpenGVLab (llm_config) nor a transformers (text_config) "
+                          "InternVL config")
+    specials = read_special_tokens(directory)
+    token_id = image_token_id if image_token_id is not None else specials.get("<IMG_CONTEXT>", token_id)
+    if token_id is None:
+        raise ConfigError(f"cannot resolve the <IMG_CONTEXT> token id: not in {path} nor in tokenizer files; "
+                          "pass it explicitly (--image_token_id)")
+    text_cfg = _text_config(text, tie)
+    eos = specials.get("<|im_end|>", text.get("eos_token_id"))
+    eos = eos[0] if isinstance(eos, list) else eos
+    pad = specials.get("<|endoftext|>", text.get("pad_token_id"))
+    in_vocab = lambda i: i if i is not None and 0 <= i < text_cfg.vocab_size else None
+    return InternVLConfig(
+        vision=vision, text=text_cfg, downsample_ratio=float(raw.get("downsample_ratio", 0.5)),
+        ps_version=ps_version, image_token_id=int(token_id),
+        img_start_token_id=in_vocab(specials.get("<img>")), img_end_token_id=in_vocab(specials.get("</img>")),
+        eos_token_id=in_vocab(eos), pad_token_id=in_vocab(pad)).validate()

@@ -1,0 +1,158 @@
+"""Streaming reader for safetensors checkpoints (single file or sharded with an index).
+
+Headers are parsed up front, so keys, shapes and truncation are validated before any tensor is read; tensors
+are then read one at a time from a memory map (bfloat16 included, via ml_dtypes), never the whole file.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+from typing import Iterator
+
+import ml_dtypes
+import numpy as np
+
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class CheckpointFormatError(ValueError):
+    """A checkpoint file or directory that cannot be read as claimed."""
+
+
+class TensorInfo:
+    __slots__ = ("key", "dtype", "shape", "file", "start", "end")
+
+    def __init__(self, key, dtype, shape, file, start, end):
+        self.key, self.dtype, self.shape, self.file, self.start, self.end = key, dtype, shape, file, start, end
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parses and validates one .safetensors header. Raises CheckpointFormatError on corrupt/truncated files."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointFormatError(f"{path}: truncated safetensors file ({size} bytes, no header)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > size - 8:
+            raise CheckpointFormatError(f"{path}: truncated safetensors file (header declares {n} bytes, "
+                                        f"file has {size - 8} after the length prefix)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointFormatError(f"{path}: corrupt safetensors header ({e})") from None
+    data_start, data_size = 8 + n, size - 8 - n
+    out = {}
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype = _DTYPES[meta["dtype"]]
+            shape = tuple(int(d) for d in meta["shape"])
+            start, end = (int(o) for o in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointFormatError(f"{path}: bad header entry for {key!r}: {meta!r} ({e})") from None
+        if end > data_size:
+            raise CheckpointFormatError(f"{path}: truncated safetensors file: tensor {key!r} ends at byte {end} "
+                                        f"of the data section but only {data_size} bytes are present")
+        if end - start != int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize:
+            raise CheckpointFormatError(f"{path}: tensor {key!r} byte range does not match {meta['dtype']}{shape}")
+        out[key] = TensorInfo(key, dtype, shape, path, data_start + start, data_start + end)
+    return out
+
+
+class SafetensorsCheckpoint:
+    """All tensors of a checkpoint directory, by key. `tensors` maps key -> TensorInfo."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.files = self._weight_files(self.directory)
+        self.tensors: dict[str, TensorInfo] = {}
+        for file in self.files:
+            for key, info in read_header(file).items():
+                if key in self.tensors:
+                    raise CheckpointFormatError(f"tensor {key!r} appears in both {self.tensors[key].file.name} "
+                                                f"and {file.name}")
+                self.tensors[key] = info
+        self._check_index()
+
+    @staticmethod
+    def _weight_files(directory: Path) -> list[Path]:
+        index = directory / INDEX_FILE
+        if index.exists():
+            names = sorted(set(_load_json(index).get("weight_map", {}).values()))
+            missing = [n for n in names if not (directory / n).exists()]
+            if missing:
+                raise CheckpointFormatError(f"{index} names shard file(s) that do not exist: {missing}")
+            if not names:
+                raise CheckpointFormatError(f"{index} has an empty weight_map")
+            return [directory / n for n in names]
+        files = sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise CheckpointFormatError(f"no *.safetensors weights in {directory}")
+        return files
+
+    def _check_index(self) -> None:
+        index = self.directory / INDEX_FILE
+        if not index.exists():
+            return
+        weight_map = _load_json(index)["weight_map"]
+        wrong = [k for k, f in weight_map.items() if k not in self.tensors or self.tensors[k].file.name != f]
+        if wrong:
+            raise CheckpointFormatError(f"{index} disagrees with the shard files for {len(wrong)} key(s), "
+                                        f"e.g. {wrong[:5]}")
+
+    def read(self, key: str) -> np.ndarray:
+        """One tensor as a fresh numpy array (the memory map is released afterwards)."""
+        info = self.tensors[key]
+        with open(info.file, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return np.frombuffer(mm[info.start:info.end], dtype=info.dtype).reshape(info.shape).copy()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+
+def find_pickle_weights(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+
+
+class PickleCheckpoint:
+    """Legacy torch .bin/.pt weights, loaded with `torch.load(weights_only=True)` (no arbitrary code)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        try:
+            import torch
+        except ImportError:
+            raise CheckpointFormatError("reading .bin/.pt weights needs PyTorch installed") from None
+        self.directory = Path(directory)
+        self.files = find_pickle_weights(self.directory)
+        self._arrays: dict[str, np.ndarray] = {}
+        for file in self.files:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            for key, t in state.items():
+                t = t.detach().cpu()
+                self._arrays[key] = (t.float().numpy().astype(ml_dtypes.bfloat16) if t.dtype == torch.bfloat16
+                                     else t.numpy())
+        self.tensors = {k: TensorInfo(k, a.dtype, a.shape, None, 0, 0) for k, a in self._arrays.items()}
+
+    def read(self, key: str) -> np.ndarray:
+        return self._arrays[key]
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointFormatError(f"{path}: invalid JSON ({e})") from None

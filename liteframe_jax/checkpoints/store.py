@@ -1,0 +1,96 @@
+"""Our checkpoint directory: `liteframe.json` (kind + model config) + `params/` (orbax) + tokenizer files.
+
+Writes are atomic: everything goes to a hidden sibling directory that is renamed into place only when complete,
+so an interrupted or failed write never leaves a half-written checkpoint at the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "liteframe.json"
+PARAMS_DIR = "params"
+FORMAT_VERSION = 1
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / PARAMS_DIR).is_dir()
+
+
+@contextlib.contextmanager
+def atomic_directory(dst: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yields a temporary directory that becomes `dst` on success and is deleted on any failure."""
+    dst = Path(dst).absolute()
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} already exists (pass overwrite to replace it)")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if dst.exists():
+            old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+            dst.rename(old)
+            tmp.rename(dst)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_checkpoint(dst: str | os.PathLike, kind: str, model_config: dict[str, Any], params,
+                    extra_files: list[Path] = (), metadata: dict[str, Any] | None = None,
+                    overwrite: bool = False) -> Path:
+    """Writes params (nested dict of arrays) and config atomically. Returns the checkpoint path."""
+    with atomic_directory(dst, overwrite) as tmp:
+        ckptr = ocp.StandardCheckpointer()
+        ckptr.save(tmp / PARAMS_DIR, params)
+        ckptr.wait_until_finished()
+        ckptr.close()
+        for f in extra_files:
+            shutil.copy2(f, tmp / Path(f).name)
+        meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": model_config, **(metadata or {})}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return Path(dst)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not is_checkpoint(path):
+        raise FileNotFoundError(f"{path} is not a LiteFrame-JAX checkpoint (no {CONFIG_FILE} + {PARAMS_DIR}/)")
+    meta = json.loads((path / CONFIG_FILE).read_text())
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer LiteFrame-JAX (format {meta['format_version']})")
+    return meta
+
+
+def restore_params(path: str | os.PathLike, abstract_params, shardings=None):
+    """Restores `params/` into the structure of `abstract_params` (ShapeDtypeStructs). `shardings`: matching
+    pytree of jax.sharding.Sharding (default: the first local device). Stored dtypes are kept."""
+    path = Path(path).absolute() / PARAMS_DIR
+    ckptr = ocp.StandardCheckpointer()
+    stored = ckptr.metadata(path)
+    stored = getattr(stored, "item_metadata", stored)
+    if shardings is None:
+        dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: dev, abstract_params)
+    stored_flat = dict(jax.tree_util.tree_flatten_with_path(stored)[0])
+    target = jax.tree_util.tree_map_with_path(
+        lambda p, a, s: jax.ShapeDtypeStruct(a.shape, np.dtype(stored_flat[p].dtype) if p in stored_flat else a.dtype,
+                                             sharding=s), abstract_params, shardings)
+    try:
+        return ckptr.restore(path, target)
+    finally:
+        ckptr.close()

@@ -1,0 +1,217 @@
+"""Architecture configs of the teacher Video LLM (InternViT + pixel shuffle + projector + Qwen2).
+
+Frozen dataclasses are the schema: every architecture value is a field, `validate()` reports every impossible
+value at once (before anything is compiled), and `to_dict`/`from_dict` round-trip through JSON and
+ml_collections ConfigDicts (`from_dict(cfg.to_dict())`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+NORM_TYPES = ("layer_norm", "rms_norm")
+QKV_LAYOUTS = ("fused", "split")
+PS_VERSIONS = ("v1", "v2")
+DTYPES = ("float32", "bfloat16")
+ROPE_SCALINGS = ("none", "dynamic")
+
+
+class ConfigError(ValueError):
+    """An impossible or unsupported configuration value; the message lists every problem found."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+    """InternViT. Defaults are InternViT-300M-448px-V2.5 as used by InternVL3-8B."""
+
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    mlp_dim: int = 4096
+    image_size: tuple[int, int] = (448, 448)
+    patch_size: int = 14
+    num_channels: int = 3
+    qkv_bias: bool = True
+    qkv_layout: str = "fused"  # "fused": one (D, 3, D) projection as in OpenGVLab; "split": q/k/v as in HF.
+    qk_norm: bool = False  # RMSNorm over the full width of q and k before the head split.
+    norm_type: str = "layer_norm"
+    layer_norm_eps: float = 1e-6
+    layer_scale: bool = True  # ls1/ls2 per-channel scales on both residual branches.
+    select_layer: int = -1  # -1: last block; k >= 0: output after k blocks (0 = embeddings).
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Native patch grid (rows, cols) of the learned position table."""
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+    @property
+    def num_blocks_run(self) -> int:
+        """Number of blocks whose output is the selected feature."""
+        return self.num_layers + 1 + self.select_layer if self.select_layer < 0 else self.select_layer
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """Qwen2 / Qwen2.5 decoder. Defaults are Qwen2.5-7B with InternVL3's 151674-token vocabulary."""
+
+    vocab_size: int = 151674
+    hidden_size: int = 3584
+    num_layers: int = 28
+    num_heads: int = 28
+    num_kv_heads: int = 4
+    mlp_dim: int = 18944
+    qkv_bias: bool = True
+    rope_theta: float = 1_000_000.0
+    rope_scaling: str = "none"  # "dynamic" (dynamic NTK) only changes RoPE beyond max_position_embeddings.
+    rope_scaling_factor: float = 1.0
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 32768
+    tie_word_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class InternVLConfig:
+    """The whole teacher Video LLM plus the token ids and runtime numerics that go with it."""
+
+    vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    downsample_ratio: float = 0.5  # pixel shuffle: each (1/r x 1/r) patch block becomes one token.
+    ps_version: str = "v2"
+    projector_ln_eps: float = 1e-5
+    image_token_id: int = 151667  # <IMG_CONTEXT>
+    img_start_token_id: int | None = 151665  # <img>; None when the tokenizer does not define it
+    img_end_token_id: int | None = 151666  # </img>
+    eos_token_id: int | None = 151645  # <|im_end|>; None: generation never stops early
+    pad_token_id: int | None = 151643  # <|endoftext|>
+    dtype: str = "float32"  # compute dtype; parameters keep their stored dtype.
+    attention_impl: str = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn".
+
+    @property
+    def shuffle_factor(self) -> int:
+        return int(round(1.0 / self.downsample_ratio))
+
+    def tokens_per_frame(self, image_hw: tuple[int, int] | None = None) -> int:
+        """Visual tokens one frame contributes to the LLM at pixel size `image_hw` (default: native)."""
+        h, w = image_hw or self.vision.image_size
+        p, s = self.vision.patch_size, self.shuffle_factor
+        return (h // p // s) * (w // p // s)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "InternVLConfig":
+        errors = _vision_errors(self.vision) + _text_errors(self.text) + self._joint_errors()
+        if errors:
+            raise ConfigError("invalid model config:\n  - " + "\n  - ".join(errors))
+        return self
+
+    def _joint_errors(self) -> list[str]:
+        e = []
+        r = self.downsample_ratio
+        if not (0 < r <= 1) or abs(1.0 / r - round(1.0 / r)) > 1e-9:
+            e.append(f"downsample_ratio={r} must be 1/k for an integer k >= 1")
+        else:
+            s = self.shuffle_factor
+            gh, gw = self.vision.grid
+            if self.vision.patch_size > 0 and (gh % s or gw % s):
+                e.append(
+                    f"patch grid {gh}x{gw} (image_size {self.vision.image_size} / patch_size "
+                    f"{self.vision.patch_size}) must be divisible by the pixel-shuffle factor {s}"
+                )
+        if self.ps_version not in PS_VERSIONS:
+            e.append(f"ps_version={self.ps_version!r} must be one of {PS_VERSIONS}")
+        if self.projector_ln_eps <= 0:
+            e.append(f"projector_ln_eps={self.projector_ln_eps} must be > 0")
+        for name in ("image_token_id", "img_start_token_id", "img_end_token_id", "eos_token_id", "pad_token_id"):
+            v = getattr(self, name)
+            if v is None and name != "image_token_id":
+                continue
+            if not isinstance(v, int) or not 0 <= v < self.text.vocab_size:
+                e.append(f"{name}={v} is outside the vocabulary [0, {self.text.vocab_size})")
+        if self.dtype not in DTYPES:
+            e.append(f"dtype={self.dtype!r} must be one of {DTYPES}")
+        if self.attention_impl not in ("xla", "cudnn"):
+            e.append(f"attention_impl={self.attention_impl!r} must be 'xla' or 'cudnn'")
+        return e
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["vision"]["image_size"] = list(self.vision.image_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "InternVLConfig":
+        """Builds from a nested mapping (JSON or ConfigDict.to_dict()); unknown fields are an error."""
+        d = dict(d)
+        vision = _build(VisionConfig, d.pop("vision", {}), "vision")
+        text = _build(TextConfig, d.pop("text", {}), "text")
+        return _build(cls, d, "model", vision=vision, text=text)
+
+    def replace(self, **changes) -> "InternVLConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _build(cls, fields: Mapping[str, Any], where: str, **extra):
+    fields = dict(fields)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"unknown {where} config field(s): {unknown}; known fields: {sorted(known)}")
+    if "image_size" in fields:
+        size = fields["image_size"]
+        fields["image_size"] = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(x) for x in size)
+    return cls(**fields, **extra)
+
+
+def _positive(cfg, names: tuple[str, ...], where: str) -> list[str]:
+    return [f"{where}.{n}={getattr(cfg, n)} must be a positive integer" for n in names
+            if not isinstance(getattr(cfg, n), int) or getattr(cfg, n) <= 0]
+
+
+def _vision_errors(v: VisionConfig) -> list[str]:
+    e = _positive(v, ("hidden_size", "num_layers", "num_heads", "mlp_dim", "patch_size", "num_channels"), "vision")
+    if e:
+        return e
+    if v.hidden_size % v.num_heads:
+        e.append(f"vision.num_heads={v.num_heads} does not divide vision.hidden_size={v.hidden_size}")
+    if len(v.image_size) != 2 or min(v.image_size) <= 0:
+        e.append(f"vision.image_size={v.image_size} must be two positive integers (height, width)")
+    elif v.image_size[0] % v.patch_size or v.image_size[1] % v.patch_size:
+        e.append(f"vision.image_size={v.image_size} is not a multiple of vision.patch_size={v.patch_size}")
+    if v.norm_type not in NORM_TYPES:
+        e.append(f"vision.norm_type={v.norm_type!r} must be one of {NORM_TYPES}")
+    if v.qkv_layout not in QKV_LAYOUTS:
+        e.append(f"vision.qkv_layout={v.qkv_layout!r} must be one of {QKV_LAYOUTS}")
+    if v.layer_norm_eps <= 0:
+        e.append(f"vision.layer_norm_eps={v.layer_norm_eps} must be > 0")
+    if not -v.num_layers - 1 <= v.select_layer <= v.num_layers:
+        e.append(f"vision.select_layer={v.select_layer} must lie in [{-v.num_layers - 1}, {v.num_layers}]")
+    return e
+
+
+def _text_errors(t: TextConfig) -> list[str]:
+    e = _positive(t, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
+                      "max_position_embeddings"), "text")
+    if e:
+        return e
+    if t.hidden_size % t.num_heads:
+        e.append(f"text.num_heads={t.num_heads} does not divide text.hidden_size={t.hidden_size}")
+    elif t.head_dim % 2:
+        e.append(f"text head_dim={t.head_dim} must be even for rotary embeddings")
+    if t.num_heads % t.num_kv_heads:
+        e.append(f"text.num_kv_heads={t.num_kv_heads} does not divide text.num_heads={t.num_heads} (GQA)")
+    if t.rope_theta <= 0:
+        e.append(f"text.rope_theta={t.rope_theta} must be > 0")
+    if t.rope_scaling not in ROPE_SCALINGS:
+        e.append(f"text.rope_scaling={t.rope_scaling!r} must be one of {ROPE_SCALINGS}")
+    if t.rms_norm_eps <= 0:
+        e.append(f"text.rms_norm_eps={t.rms_norm_eps} must be > 0")
+    return e
