@@ -1,0 +1,68 @@
+"""The public API: lf.load / encode_frames / logits / generate, and their input errors."""
+
+import numpy as np
+import pytest
+
+import liteframe_jax as lf
+from configs import internvl3_tiny
+from configs.common import model_from_config
+from liteframe_jax.models.internvl import init_params
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = model_from_config(internvl3_tiny.get_config())
+    return lf.from_params(cfg, init_params(cfg, seed=3))
+
+
+def prompt(model, frames: int, text=(5, 6)):
+    t = model.config.tokens_per_frame()
+    return np.array([[text[0]] + [model.config.image_token_id] * (t * frames) + [text[1]]])
+
+
+def test_encode_frames_returns_llm_space_tokens(model):
+    pixels = np.random.default_rng(0).normal(size=(3, 56, 56, 3)).astype(np.float32)
+    assert model.encode_frames(pixels).shape == (3 * 4, 96)
+    # frames are encoded independently
+    one = model.encode_frames(pixels[1:2])
+    np.testing.assert_allclose(np.asarray(model.encode_frames(pixels))[4:8], np.asarray(one), atol=1e-6)
+
+
+def test_generate_equals_repeated_full_forward_argmax(model):
+    pixels = np.random.default_rng(1).normal(size=(2, 56, 56, 3)).astype(np.float32)
+    ids = prompt(model, 2)
+    new = model.generate(ids, pixels, max_new_tokens=5)
+    seq = ids
+    for _ in range(5):
+        nxt = np.asarray(model.logits(seq, pixels))[:, -1].argmax(-1)
+        seq = np.concatenate([seq, nxt[:, None]], axis=1)
+    np.testing.assert_array_equal(new, seq[:, ids.shape[1]:])
+
+
+def test_generate_pads_after_end_of_sequence(model):
+    pixels = np.zeros((1, 56, 56, 3), np.float32)
+    ids = prompt(model, 1)
+    free = model.generate(ids, pixels, max_new_tokens=4, eos_token_id=None)
+    stopped = model.generate(ids, pixels, max_new_tokens=4, eos_token_id=int(free[0, 0]))
+    assert stopped[0, 0] == free[0, 0] and (stopped[0, 1:] == model.config.pad_token_id).all()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.encode_frames(np.zeros((56, 56, 3))), "pixels must be (F, H, W, 3)"),
+    (lambda m: m.encode_frames(np.zeros((1, 42, 56, 3))), "must be a multiple of 28"),
+    (lambda m: m.logits(prompt(m, 2), np.zeros((1, 56, 56, 3))), "hold 8 <IMG_CONTEXT>"),
+    (lambda m: m.logits(prompt(m, 1)), "no pixels were given"),
+    (lambda m: m.logits(np.array([[1, 300]])), "input_ids must lie in [0, 300)"),
+    (lambda m: m.logits(np.array([[1.0, 2.0]])), "input_ids must be an integer array"),
+    (lambda m: m.logits(np.array([[1, 2]]), attention_mask=np.ones((1, 3))), "attention_mask (1, 3) must match"),
+    (lambda m: m.generate(np.array([[1, 2]]), max_new_tokens=0), "max_new_tokens must be a positive integer"),
+])
+def test_bad_inputs_raise_clear_errors(model, call, message):
+    with pytest.raises(ValueError) as err:
+        call(model)
+    assert message in str(err.value)
+
+
+def test_load_rejects_a_directory_that_is_no_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a LiteFrame-JAX checkpoint nor an InternVL3 directory"):
+        lf.load(tmp_path)
