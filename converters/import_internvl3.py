@@ -16,6 +16,8 @@ import time
 
 from absl import app, flags
 
+from liteframe_jax.cli import run
+
 _SRC = flags.DEFINE_string("src", None, "Local InternVL3 checkpoint directory (PyTorch / Hugging Face format).")
 _DST = flags.DEFINE_string("dst", None, "Output directory for the LiteFrame-JAX checkpoint (must not exist).")
 _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"],
@@ -62,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    run(main)

@@ -91,7 +91,7 @@ def plan_import(src: Path, weights, image_token_id: int | None = None):
     missing = sorted(p for p in targets if p not in seen and p not in misshaped_paths)
     if unexpected or missing or misshaped:
         parts = [f"checkpoint {src} ({layout} layout) does not match the model described by its config.json:"]
-        for title, items in (("missing", [_describe_missing(p, rules) for p in missing]),
+        for title, items in (("missing", [_describe_missing(p, rules, runtime) for p in missing]),
                              ("unexpected", sorted(unexpected)), ("wrong shape", misshaped)):
             if items:
                 shown = "\n    ".join(items[:40]) + (f"\n    ... and {len(items) - 40} more" if len(items) > 40 else "")
@@ -100,11 +100,13 @@ def plan_import(src: Path, weights, image_token_id: int | None = None):
     return cfg, layout, plan
 
 
-def _describe_missing(path: str, rules) -> str:
-    for r in rules:  # show the torch key that would fill this parameter
+def _describe_missing(path: str, rules, runtime: bool = False) -> str:
+    for r in rules:  # show the torch key that would fill this parameter, in the checkpoint's own naming
         m = re.fullmatch(re.escape(r.target).replace(r"\{0\}", r"(\d+)"), path)
         if m:
             name = r.pattern.replace(r"(\d+)", m.group(1) if m.groups() else "").replace("\\", "")
+            if runtime:  # on-disk name -> transformers in-memory name
+                name = next((a + name[len(b):] for a, b in layouts.HF_RUNTIME_PREFIXES if name.startswith(b)), name)
             return f"{name} (-> {path})"
     return path
 

@@ -109,20 +109,21 @@ IGNORED = (r".*\.rotary_emb\.inv_freq",)
 
 def detect_layout(keys) -> tuple[str, bool]:
     """Returns (layout, uses_hf_runtime_names). Raises ValueError for unknown or mixed key sets."""
-    keys = list(keys)
-    orig = any(k.startswith(("vision_model.", "mlp1.")) for k in keys)
-    runtime = any(k.startswith(("model.vision_tower.", "model.multi_modal_projector.", "model.language_model."))
-                  for k in keys)
-    disk = any(k.startswith(("vision_tower.", "multi_modal_projector.")) for k in keys)
-    found = [name for name, hit in (("OpenGVLab original", orig), ("transformers in-memory", runtime),
-                                    ("transformers on-disk", disk)) if hit]
+    keys = sorted(keys)
+    first = lambda prefixes: next((k for k in keys if k.startswith(prefixes)), None)  # an example key, or None
+    orig = first(("vision_model.", "mlp1."))
+    runtime = first(("model.vision_tower.", "model.multi_modal_projector.", "model.language_model."))
+    disk = first(("vision_tower.", "multi_modal_projector."))
+    found = [f"{name}, e.g. {hit!r}" for name, hit in (("OpenGVLab original", orig),
+                                                      ("transformers in-memory", runtime),
+                                                      ("transformers on-disk", disk)) if hit]
     if len(found) > 1:
-        raise ValueError(f"checkpoint mixes key layouts ({', '.join(found)})")
+        raise ValueError(f"checkpoint mixes key layouts ({'; '.join(found)})")
     if not found:
         raise ValueError("unknown checkpoint layout: expected OpenGVLab InternVL keys (vision_model.*, mlp1.*, "
                          "language_model.*) or transformers InternVL keys (vision_tower.* / model.vision_tower.*, "
-                         f"multi_modal_projector.*); first keys found: {sorted(keys)[:6]}")
-    return (ORIGINAL, False) if orig else (HF, runtime)
+                         f"multi_modal_projector.*); first keys found: {keys[:6]}")
+    return (ORIGINAL, False) if orig else (HF, runtime is not None)
 
 
 def normalize_key(key: str, runtime_names: bool) -> str:

@@ -137,7 +137,15 @@ class PickleCheckpoint:
         self.files = find_pickle_weights(self.directory)
         self._arrays: dict[str, np.ndarray] = {}
         for file in self.files:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True)
+            except Exception as e:  # UnpicklingError (disallowed object / corrupt), EOFError, RuntimeError (zip)...
+                raise CheckpointFormatError(f"{file}: cannot be read with torch.load(weights_only=True): "
+                                            f"{_torch_load_reason(e)}") from None
+            bad = [k for k, t in state.items() if not isinstance(t, torch.Tensor)] if isinstance(state, dict) else []
+            if not isinstance(state, dict) or bad:
+                what = f"non-tensor values for keys {bad[:5]}" if bad else f"a {type(state).__name__}"
+                raise CheckpointFormatError(f"{file}: expected a state dict (name -> tensor), got {what}")
             for key, t in state.items():
                 t = t.detach().cpu()
                 self._arrays[key] = (t.float().numpy().astype(ml_dtypes.bfloat16) if t.dtype == torch.bfloat16
@@ -149,6 +157,15 @@ class PickleCheckpoint:
 
     def __iter__(self):
         return iter(self.tensors)
+
+
+def _torch_load_reason(e: Exception) -> str:
+    """The informative part of a torch.load error (not its advice to retry with weights_only=False)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n", 1)[0].split(" Please use", 1)[0]
+    text = " ".join(text.split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _load_json(path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Hub-free tiny InternVL3 reference model for parity tests.
+"""Hub-free tiny InternVL3 reference model (PyTorch), used by the parity tests and the quickstart.
 
 This module builds a tiny, random, fully deterministic transformers ``InternVLForConditionalGeneration``
 (InternViT-style vision tower + pixel shuffle + ``mlp1`` projector + Qwen2 LLM), writes it to disk in the three
