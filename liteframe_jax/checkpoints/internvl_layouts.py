@@ -33,26 +33,26 @@ class Rule:
         return None if m is None else self.target.format(*m.groups())
 
 
-def _vit_llm_proj(vit: str, layer: str, names: dict[str, tuple[str, str]], proj: str, llm: str,
+def _vit_llm_proj(vit: str, layer: str, names: dict, proj: str, llm: str,
                   lm_head: str) -> tuple[Rule, ...]:
     L = rf"{layer}\.(\d+)\."
-    rules = [Rule(rf"{vit}\.embeddings\.{names['cls'][0]}", "vision/cls_token", "squeeze"),
-             Rule(rf"{vit}\.embeddings\.{names['pos'][0]}", "vision/pos_embed", "squeeze"),
-             Rule(rf"{vit}\.embeddings\.{names['patch'][0]}\.weight", "vision/patch_embed/kernel", "conv"),
-             Rule(rf"{vit}\.embeddings\.{names['patch'][0]}\.bias", "vision/patch_embed/bias", "vector")]
-    for ours, theirs in (("norm1", names["norm1"][0]), ("norm2", names["norm2"][0])):
+    rules = [Rule(rf"{vit}\.embeddings\.{names['cls']}", "vision/cls_token", "squeeze"),
+             Rule(rf"{vit}\.embeddings\.{names['pos']}", "vision/pos_embed", "squeeze"),
+             Rule(rf"{vit}\.embeddings\.{names['patch']}\.weight", "vision/patch_embed/kernel", "conv"),
+             Rule(rf"{vit}\.embeddings\.{names['patch']}\.bias", "vision/patch_embed/bias", "vector")]
+    for ours, theirs in (("norm1", names["norm1"]), ("norm2", names["norm2"])):
         rules += [Rule(rf"{vit}\.{L}{theirs}\.weight", f"vision/layers_{{0}}/{ours}/scale", "vector"),
                   Rule(rf"{vit}\.{L}{theirs}\.bias", f"vision/layers_{{0}}/{ours}/bias", "vector")]
-    attn = names["attn"][0]
+    attn = names["attn"]
     for ours, theirs in names["qkv"]:
         rules += [Rule(rf"{vit}\.{L}{attn}\.{theirs}\.weight", f"vision/layers_{{0}}/attn/{ours}/kernel", "linear"),
                   Rule(rf"{vit}\.{L}{attn}\.{theirs}\.bias", f"vision/layers_{{0}}/attn/{ours}/bias", "vector")]
-    rules += [Rule(rf"{vit}\.{L}{attn}\.{names['out'][0]}\.weight", "vision/layers_{0}/attn/out/kernel", "linear"),
-              Rule(rf"{vit}\.{L}{attn}\.{names['out'][0]}\.bias", "vision/layers_{0}/attn/out/bias", "vector"),
+    rules += [Rule(rf"{vit}\.{L}{attn}\.{names['out']}\.weight", "vision/layers_{0}/attn/out/kernel", "linear"),
+              Rule(rf"{vit}\.{L}{attn}\.{names['out']}\.bias", "vision/layers_{0}/attn/out/bias", "vector"),
               Rule(rf"{vit}\.{L}{attn}\.q_norm\.weight", "vision/layers_{0}/attn/q_norm/scale", "vector"),
               Rule(rf"{vit}\.{L}{attn}\.k_norm\.weight", "vision/layers_{0}/attn/k_norm/scale", "vector"),
-              Rule(rf"{vit}\.{L}{names['ls1'][0]}", "vision/layers_{0}/ls1", "vector"),
-              Rule(rf"{vit}\.{L}{names['ls2'][0]}", "vision/layers_{0}/ls2", "vector")]
+              Rule(rf"{vit}\.{L}{names['ls1']}", "vision/layers_{0}/ls1", "vector"),
+              Rule(rf"{vit}\.{L}{names['ls2']}", "vision/layers_{0}/ls2", "vector")]
     for fc in ("fc1", "fc2"):
         rules += [Rule(rf"{vit}\.{L}mlp\.{fc}\.weight", f"vision/layers_{{0}}/{fc}/kernel", "linear"),
                   Rule(rf"{vit}\.{L}mlp\.{fc}\.bias", f"vision/layers_{{0}}/{fc}/bias", "vector")]
@@ -81,18 +81,18 @@ def _vit_llm_proj(vit: str, layer: str, names: dict[str, tuple[str, str]], proj:
 # OpenGVLab layout: fused qkv (rows [q; k; v]) -> our fused (D, 3, D) kernel.
 ORIGINAL_RULES = _vit_llm_proj(
     "vision_model", r"encoder\.layers",
-    dict(cls=("class_embedding", ""), pos=("position_embedding", ""), patch=("patch_embedding", ""),
-         norm1=("norm1", ""), norm2=("norm2", ""), attn=("attn", ""), qkv=(("qkv", "qkv"),), out=("proj", ""),
-         ls1=("ls1", ""), ls2=("ls2", ""), proj=("0", "1", "3")),
+    dict(cls="class_embedding", pos="position_embedding", patch="patch_embedding",
+         norm1="norm1", norm2="norm2", attn="attn", qkv=(("qkv", "qkv"),), out="proj",
+         ls1="ls1", ls2="ls2", proj=("0", "1", "3")),
     proj="mlp1", llm=r"language_model\.model", lm_head=r"language_model\.lm_head")
 
 # transformers layout (on-disk names): split q/k/v.
 HF_RULES = _vit_llm_proj(
     "vision_tower", r"encoder\.layer",
-    dict(cls=("cls_token", ""), pos=("position_embeddings", ""), patch=(r"patch_embeddings\.projection", ""),
-         norm1=("layernorm_before", ""), norm2=("layernorm_after", ""), attn=("attention", ""),
-         qkv=(("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")), out=("projection_layer", ""),
-         ls1=("lambda_1", ""), ls2=("lambda_2", ""), proj=("layer_norm", "linear_1", "linear_2")),
+    dict(cls="cls_token", pos="position_embeddings", patch=r"patch_embeddings\.projection",
+         norm1="layernorm_before", norm2="layernorm_after", attn="attention",
+         qkv=(("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")), out="projection_layer",
+         ls1="lambda_1", ls2="lambda_2", proj=("layer_norm", "linear_1", "linear_2")),
     proj="multi_modal_projector", llm=r"language_model\.model", lm_head=r"language_model\.lm_head")
 
 RULES = {ORIGINAL: ORIGINAL_RULES, HF: HF_RULES}

@@ -48,3 +48,17 @@ def test_visual_tokens_fill_placeholders_in_row_major_order():
     np.testing.assert_array_equal(out[1, 0], visual[2])
     np.testing.assert_array_equal(out[1, 2], visual[3])
     np.testing.assert_array_equal(out[0, 3], embeds[0, 3])  # text keeps its embedding
+
+
+def test_tied_head_reuses_the_token_embedding():
+    cfg = model_from_config(internvl3_tiny.get_config())
+    tied = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, "tie_word_embeddings": True}))
+    params = nn.unbox(init_params(tied))
+    assert "lm_head" not in params["llm"]
+    from liteframe_jax.models.internvl import InternVL
+    ids = jnp.array([[1, 2, 3]])
+    mask = jnp.ones((1, 3), bool)
+    logits, _ = InternVL(tied).apply({"params": params}, ids, None, jnp.arange(3)[None], mask)
+    untied_params = {**params, "llm": {**params["llm"], "lm_head": {"kernel": params["llm"]["embedding"].T}}}
+    want, _ = InternVL(cfg).apply({"params": untied_params}, ids, None, jnp.arange(3)[None], mask)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(want), rtol=1e-6, atol=1e-6)
