@@ -215,3 +215,114 @@ def _text_errors(t: TextConfig) -> list[str]:
     if t.rms_norm_eps <= 0:
         e.append(f"text.rms_norm_eps={t.rms_norm_eps} must be > 0")
     return e
+
+
+@dataclasses.dataclass(frozen=True)
+class DownsampleStage:
+    """A depth-wise strided 3-D convolution (+ LayerNorm) applied after block `after_block` (1-based)."""
+
+    after_block: int
+    stride: tuple[int, int, int]  # (t, h, w)
+    kernel: tuple[int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """The LiteFrame student: a compact video ViT. Defaults are the proposed 87M-parameter ViT-B layout
+    (see shared/reference/liteframe-paper.md §4); every choice is a field."""
+
+    image_size: tuple[int, int] = (448, 448)
+    patch_size: int = 14
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    layer_norm_eps: float = 1e-6
+    temporal_conv: bool = True  # residual depth-wise 1-D temporal conv in every block
+    temporal_kernel: int = 3
+    temporal_conv_position: str = "after_attn"  # "after_attn" | "after_mlp"
+    downsample: tuple[DownsampleStage, ...] = (DownsampleStage(4, (2, 2, 2), (3, 3, 3)),
+                                               DownsampleStage(8, (2, 1, 1), (3, 1, 1)))
+    num_frames: int = 16  # length of the learned temporal position table (resized for other clip lengths)
+    temporal_pos: str = "learned"  # "learned" | "sinusoidal" | "none"
+    out_dim: int = 1024  # teacher feature width at the WAP location (InternViT width before pixel shuffle)
+    identity_init: bool = True  # temporal convs start as identity (residual branch 0, strided conv centre tap 1)
+    remat: bool = False  # rematerialize each block in the backward pass
+    dtype: str = "float32"
+    attention_impl: str = "xla"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+    @property
+    def stride(self) -> tuple[int, int, int]:
+        """Total (t, h, w) downsampling of all stages."""
+        t = h = w = 1
+        for s in self.downsample:
+            t, h, w = t * s.stride[0], h * s.stride[1], w * s.stride[2]
+        return t, h, w
+
+    def output_shape(self, num_frames: int, image_hw: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+        """(T', H', W', out_dim) for a clip of `num_frames` frames (T padded up to a multiple of the stride)."""
+        h, w = image_hw or self.image_size
+        st, sh, sw = self.stride
+        return (-(-num_frames // st), h // self.patch_size // sh, w // self.patch_size // sw, self.out_dim)
+
+    def validate(self) -> "StudentConfig":
+        e = _positive(self, ("patch_size", "num_channels", "hidden_size", "num_layers", "num_heads", "mlp_dim",
+                             "temporal_kernel", "num_frames", "out_dim"), "student")
+        if not e:
+            if self.hidden_size % self.num_heads:
+                e.append(f"student.num_heads={self.num_heads} does not divide student.hidden_size={self.hidden_size}")
+            if self.image_size[0] % self.patch_size or self.image_size[1] % self.patch_size:
+                e.append(f"student.image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+            if self.temporal_kernel % 2 == 0:
+                e.append(f"student.temporal_kernel={self.temporal_kernel} must be odd ('same' padding)")
+            last = 0
+            for i, s in enumerate(self.downsample):
+                if not 1 <= s.after_block < self.num_layers or s.after_block <= last:
+                    e.append(f"student.downsample[{i}].after_block={s.after_block} must increase and lie in "
+                             f"[1, {self.num_layers - 1}]")
+                last = s.after_block
+                if len(s.stride) != 3 or len(s.kernel) != 3 or min(s.stride) < 1 or min(s.kernel) < 1:
+                    e.append(f"student.downsample[{i}] stride {s.stride} / kernel {s.kernel} must be 3 positive ints")
+            gh, gw = self.grid
+            _, sh, sw = self.stride
+            if gh % sh or gw % sw:
+                e.append(f"student patch grid {gh}x{gw} is not divisible by the total spatial stride {sh}x{sw}")
+        if self.temporal_conv_position not in ("after_attn", "after_mlp"):
+            e.append(f"student.temporal_conv_position={self.temporal_conv_position!r} must be after_attn|after_mlp")
+        if self.temporal_pos not in ("learned", "sinusoidal", "none"):
+            e.append(f"student.temporal_pos={self.temporal_pos!r} must be learned|sinusoidal|none")
+        if self.dtype not in DTYPES:
+            e.append(f"student.dtype={self.dtype!r} must be one of {DTYPES}")
+        if self.attention_impl not in ("xla", "cudnn"):
+            e.append(f"student.attention_impl={self.attention_impl!r} must be 'xla' or 'cudnn'")
+        if e:
+            raise ConfigError("invalid student config:\n  - " + "\n  - ".join(e))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_size"] = list(self.image_size)
+        d["downsample"] = [{"after_block": s.after_block, "stride": list(s.stride), "kernel": list(s.kernel)}
+                           for s in self.downsample]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StudentConfig":
+        d = dict(d)
+        if "downsample" in d:
+            d["downsample"] = tuple(
+                DownsampleStage(int(s["after_block"]), tuple(int(x) for x in s["stride"]),
+                                tuple(int(x) for x in s["kernel"])) for s in d["downsample"])
+        return _build(cls, d, "student")
+
+    def replace(self, **changes) -> "StudentConfig":
+        return dataclasses.replace(self, **changes)

@@ -62,3 +62,14 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | Non
     """Scaled dot-product attention. q (B, T, N, H), k/v (B, S, K, H) with K dividing N (GQA); mask
     broadcastable to (B, N, T, S), True = attend. Returns (B, T, N, H)."""
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+
+def pad_frames_to_multiple(x: jax.Array, multiple: int, axis: int) -> jax.Array:
+    """Pads `axis` up to a multiple of `multiple` by repeating the last frame (the project-wide rule for clip
+    lengths that do not divide a temporal window or stride)."""
+    t = x.shape[axis]
+    extra = -t % multiple
+    if extra == 0:
+        return x
+    last = jax.lax.slice_in_dim(x, t - 1, t, axis=axis)
+    return jnp.concatenate([x, jnp.repeat(last, extra, axis=axis)], axis=axis)
