@@ -1,0 +1,58 @@
+"""Optimizer: AdamW with linear warmup + cosine decay, global-norm clipping, and no weight decay on norms,
+biases, layer scales and position tables."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    peak_lr: float = 5e-4
+    end_lr_ratio: float = 0.01  # final lr = peak_lr * end_lr_ratio
+    warmup_steps: int = 100
+    total_steps: int = 10_000
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.05
+    clip_norm: float = 1.0  # <= 0 disables clipping
+
+    def validate(self) -> "OptimConfig":
+        e = []
+        if self.peak_lr <= 0:
+            e.append(f"peak_lr={self.peak_lr} must be > 0")
+        if not 0 <= self.warmup_steps < self.total_steps:
+            e.append(f"warmup_steps={self.warmup_steps} must lie in [0, total_steps={self.total_steps})")
+        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
+            e.append(f"b1={self.b1}, b2={self.b2} must lie in [0, 1)")
+        if self.weight_decay < 0 or not 0 <= self.end_lr_ratio <= 1:
+            e.append("weight_decay must be >= 0 and end_lr_ratio in [0, 1]")
+        if e:
+            raise ValueError("invalid optimizer config: " + "; ".join(e))
+        return self
+
+
+def schedule(cfg: OptimConfig) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.peak_lr, cfg.warmup_steps, cfg.total_steps,
+                                              cfg.peak_lr * cfg.end_lr_ratio)
+
+
+NO_DECAY_NAMES = ("bias", "scale", "ls1", "ls2", "pos_embed", "pos_spatial", "pos_temporal", "cls_token")
+
+
+def decay_mask(params):
+    """True where weight decay applies: matrices/kernels, not norms, biases, layer scales or position tables."""
+    def decays(path, x):
+        name = str(getattr(path[-1], "key", path[-1]))
+        return x.ndim >= 2 and name not in NO_DECAY_NAMES
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    adamw = optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                        mask=decay_mask)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw) if cfg.clip_norm > 0 else adamw
