@@ -64,10 +64,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | Non
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 
-def pad_frames_to_multiple(x: jax.Array, multiple: int, axis: int) -> jax.Array:
-    """Pads `axis` up to a multiple of `multiple` by repeating the last frame (the project-wide rule for clip
-    lengths that do not divide a temporal window or stride)."""
+def pad_frames_to_multiple(x: jax.Array, multiple: int, axis: int = 0) -> jax.Array:
+    """Pads `axis` at its end up to a multiple of `multiple` by repeating the last frame: the project-wide rule
+    for clip lengths that a temporal window or stride does not divide. Returns `x` itself when nothing to pad."""
     t = x.shape[axis]
+    if t == 0:
+        raise ValueError("cannot pad an empty frame axis")
     extra = -t % multiple
     if extra == 0:
         return x
