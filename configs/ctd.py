@@ -1,0 +1,79 @@
+"""Compressed Token Distillation: train the LiteFrame student to predict WAP-compressed teacher tokens.
+
+    python -m liteframe_jax.train --config configs/ctd.py[:variant=tiny|8b,...] --workdir DIR [--config.X=V ...]
+
+variant=tiny (default): tiny InternVL3-shaped teacher (random weights unless teacher.checkpoint is set), tiny
+  student, embedded synthetic videos; runs on a laptop CPU in about a minute.
+variant=8b: InternVL3-8B teacher (teacher.checkpoint required: an imported checkpoint dir), the 87M student, WAP
+  (4, 2, 2) before pixel shuffle (16 tokens/frame), a video manifest (data.path required).
+"""
+
+import ml_collections
+
+from configs import internvl3_8b, internvl3_tiny
+from configs.common import parse_arg
+from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.losses.ctd import CTDLossConfig
+from liteframe_jax.models.config import DownsampleStage, StudentConfig
+from liteframe_jax.train.optim import OptimConfig
+
+
+def get_config(arg: str | None = None):
+    args = parse_arg(arg, variant="tiny", steps=0, batch_size=0)
+    if args.variant not in ("tiny", "8b"):
+        raise ValueError(f"variant={args.variant!r} must be tiny or 8b")
+    tiny = args.variant == "tiny"
+    c = ml_collections.ConfigDict()
+    c.kind = "ctd"
+    c.variant = args.variant
+    c.seed = 0
+
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.checkpoint = ""  # imported teacher dir (converters.import_internvl3); "" = random init (tiny only)
+    c.teacher.model = (internvl3_tiny if tiny else internvl3_8b).get_config().model
+
+    if tiny:
+        student = StudentConfig(image_size=(56, 56), hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
+                                out_dim=64, num_frames=4, downsample=(DownsampleStage(1, (2, 2, 2), (3, 3, 3)),))
+        wap = WAPConfig(window=(2, 2, 2))
+    else:
+        student, wap = StudentConfig(dtype="bfloat16"), WAPConfig()
+    c.student = ml_collections.ConfigDict(student.to_dict())
+    c.wap = ml_collections.ConfigDict(wap.to_dict())
+    c.loss = ml_collections.ConfigDict(CTDLossConfig().__dict__)
+    steps = args.steps or (40 if tiny else 100_000)
+    c.optim = ml_collections.ConfigDict(OptimConfig(
+        peak_lr=3e-3 if tiny else 5e-4, warmup_steps=max(1, steps // 20), total_steps=steps).__dict__)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic" if tiny else "manifest"
+    c.data.path = ""
+    c.data.num_frames = student.num_frames
+    c.data.image_size = student.image_size
+    c.data.sampling = "segment"
+    c.data.fps = 1.0
+    c.data.decode_threads = 1
+    c.data.num_workers = 0 if tiny else 8
+    c.data.shuffle = True
+    c.data.synthetic_videos = 256
+    c.data.eval_fraction = 0.1
+    c.data.random_resized_crop_scale = (0.5, 1.0)
+    c.data.hflip = True
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding_rules = [("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
+                        ("kv_heads", "tensor"), ("vocab", "tensor")]
+
+    c.train = ml_collections.ConfigDict()
+    c.train.total_steps = steps
+    c.train.batch_size = args.batch_size or (8 if tiny else 256)  # global, over all processes
+    c.train.log_every = 5 if tiny else 50
+    c.train.eval_every = 20 if tiny else 2000
+    c.train.eval_batches = 2 if tiny else 20
+    c.train.checkpoint_every = 10 if tiny else 1000
+    c.train.keep_checkpoints = 3
+    c.train.async_checkpoints = True
+    c.train.stats_batches = 4 if tiny else 40  # batches used once to estimate the targets' channel statistics
+    c.train.target_cache = ""  # tensorstore cache from experiments.precompute_teacher; "" = run the teacher online
+    c.train.stop_at_step = -1  # >= 0: stop as if interrupted after this step (for resume tests)
+    return c
