@@ -55,6 +55,7 @@ def get_config(arg: str | None = None):
     c.data.decode_threads = 1
     c.data.num_workers = 0 if tiny else 8
     c.data.shuffle = True
+    c.data.seed = 0
     c.data.synthetic_videos = 256
     c.data.eval_fraction = 0.1
     c.data.random_resized_crop_scale = (0.5, 1.0)

@@ -1,4 +1,4 @@
-"""Training checkpoints: an orbax CheckpointManager (async saves every N steps, keep K) holding the train state,
+"""Training checkpoints: an orbax CheckpointManager (async saves, keep K) holding the train state,
 the data iterator state and small run metadata; restores go straight into the target shardings, so a run can
 resume on a different mesh."""
 
@@ -18,21 +18,20 @@ class TrainCheckpointer:
     are JSON-serializable dicts (the data iterator state, counters, ...). The teacher is never saved here.
     """
 
-    def __init__(self, directory: str | Path, save_every: int, keep: int, use_async: bool = True):
+    def __init__(self, directory: str | Path, keep: int, use_async: bool = True):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=use_async)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=use_async)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "data", "meta"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, data_state: dict[str, Any], meta: dict[str, Any], force: bool = False) -> bool:
-        """Starts an async save when `step` is due (or `force`). Returns whether a save was started."""
-        return self.manager.save(step, args=ocp.args.Composite(
+    def save(self, step: int, state, data_state: dict[str, Any], meta: dict[str, Any]) -> None:
+        """Starts an async save of `step` (the caller decides when a save is due)."""
+        self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)),
-            force=force)
+            force=True)
 
     def restore(self, abstract_state, step: int | None = None):
         step = self.latest_step() if step is None else step

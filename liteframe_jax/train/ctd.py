@@ -1,0 +1,194 @@
+"""The CTD training run: config -> validated setup -> mesh -> data -> (resumed) state -> jitted steps, with
+periodic eval, async checkpoints, logging and a clean stop on a non-finite loss."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from liteframe_jax.checkpoints import store
+from liteframe_jax.compression.teacher_targets import teacher_targets
+from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.data.pipeline import DataConfig, build_dataset
+from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator, CTDLossConfig
+from liteframe_jax.models.config import InternVLConfig, StudentConfig
+from liteframe_jax.models.internvl import abstract_params, init_params
+from liteframe_jax.sharding import make_mesh, rules_from_config
+from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings
+from liteframe_jax.train.ctd_step import (CTDSetup, batch_shardings, init_state, make_eval_step, make_train_step,
+                                          state_shardings, teacher_shardings)
+from liteframe_jax.train.metrics_log import MetricsLogger
+from liteframe_jax.train.optim import OptimConfig, make_optimizer
+
+STATS_FILE = "target_stats.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def parse(config):
+    """Validates every part of the config before anything compiles. Returns the typed pieces."""
+    teacher_cfg = _teacher_config(config)
+    student = StudentConfig.from_dict(config.student.to_dict())
+    setup = CTDSetup(student, teacher_cfg, WAPConfig.from_dict(config.wap.to_dict()),
+                     CTDLossConfig(**config.loss.to_dict())).validate()
+    optim = OptimConfig(**config.optim.to_dict()).validate()
+    data = DataConfig.from_dict(config.data.to_dict()).validate()
+    t = config.train
+    errors = []
+    if t.total_steps != optim.total_steps:
+        errors.append(f"train.total_steps={t.total_steps} != optim.total_steps={optim.total_steps}")
+    if t.batch_size % jax.process_count():
+        errors.append(f"train.batch_size={t.batch_size} must divide over {jax.process_count()} processes")
+    if data.num_frames != student.num_frames or tuple(data.image_size) != tuple(student.image_size):
+        errors.append(f"data clips ({data.num_frames} x {tuple(data.image_size)}) must match the student "
+                      f"({student.num_frames} x {student.image_size})")
+    for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "stats_batches", "eval_batches"):
+        if t[name] < 1:
+            errors.append(f"train.{name}={t[name]} must be >= 1")
+    if errors:
+        raise ValueError("invalid CTD config:\n  - " + "\n  - ".join(errors))
+    return setup, optim, data
+
+
+def _teacher_config(config) -> InternVLConfig:
+    if config.teacher.checkpoint:
+        meta = store.read_metadata(config.teacher.checkpoint)
+        return InternVLConfig.from_dict(meta["model"]).replace(dtype=config.teacher.model.dtype).validate()
+    if config.variant != "tiny":
+        raise ValueError("teacher.checkpoint is required (import one with converters.import_internvl3); random "
+                         "teachers are only allowed for the tiny demo variant")
+    return InternVLConfig.from_dict(config.teacher.model.to_dict()).validate()
+
+
+def _teacher_params(config, setup: CTDSetup, mesh, rules):
+    """The frozen teacher, placed in its shardings (never checkpointed with the run)."""
+    shardings = teacher_shardings(setup, mesh, rules)
+    if config.teacher.checkpoint:
+        return store.restore_params(config.teacher.checkpoint, nn.unbox(abstract_params(setup.teacher)), shardings)
+    return jax.device_put(nn.unbox(init_params(setup.teacher, seed=config.seed)), shardings)
+
+
+def _global_batch(local: dict, mesh, rules) -> dict:
+    shardings = batch_shardings(mesh, local, rules)
+    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in local.items()}
+
+
+def _estimate_stats(setup, teacher_params, data_cfg, config, mesh, rules, local_batch) -> ChannelStats:
+    ds, _ = build_dataset(data_cfg, "train", local_batch, jax.process_index(), jax.process_count(), augment=False)
+    it = iter(ds)
+    acc = ChannelStatsAccumulator()
+    for _ in range(config.train.stats_batches):
+        batch = _global_batch({"pixels": next(it)["pixels"]}, mesh, rules)
+        t = teacher_targets(setup.teacher, teacher_params, batch["pixels"], setup.wap)
+        acc.update(np.asarray(jax.experimental.multihost_utils.process_allgather(t, tiled=True)))
+    return acc.result()
+
+
+def run(config, workdir: str | Path) -> dict:
+    """Runs (or resumes) CTD in `workdir`. Returns the last logged metrics."""
+    import jax.experimental.multihost_utils  # noqa: F401
+
+    setup, optim, data_cfg = parse(config)
+    workdir = Path(workdir)
+    main = jax.process_index() == 0
+    workdir.mkdir(parents=True, exist_ok=True)
+    rules = rules_from_config(config.sharding_rules)
+    mesh = make_mesh(dict(config.mesh))
+    tx = make_optimizer(optim)
+    local_batch = config.train.batch_size // jax.process_count()
+    if main:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+    teacher = _teacher_params(config, setup, mesh, rules)
+    stats_path = workdir / STATS_FILE
+    if stats_path.exists():
+        stats = ChannelStats.from_dict(json.loads(stats_path.read_text()))
+    else:
+        stats = _estimate_stats(setup, teacher, data_cfg, config, mesh, rules, local_batch)
+        if main:
+            stats_path.write_text(json.dumps(stats.to_dict()) + "\n")
+    stats_arrays = (np.asarray(stats.mean), np.asarray(stats.std))
+
+    train_ds, skips = build_dataset(data_cfg, "train", local_batch, jax.process_index(), jax.process_count())
+    train_it = iter(train_ds)
+    ckpt = TrainCheckpointer(workdir / "checkpoints", config.train.keep_checkpoints, config.train.async_checkpoints)
+    abstract, sh = state_shardings(setup, tx, mesh, rules)
+    start, meta = 0, {}
+    if ckpt.latest_step() is not None:
+        start, state, data_state, meta = ckpt.restore(abstract_with_shardings(abstract, sh))
+        train_it.set_state(data_state["iterator"])
+    else:
+        state = init_state(setup, tx, mesh, seed=config.seed, rules=rules)
+    example = {"pixels": np.zeros((local_batch, *next_shape(data_cfg)), np.float32)}
+    step_fn = make_train_step(setup, tx, mesh, example, rules)
+    eval_fn = make_eval_step(setup, tx, mesh, example, rules)
+    log = MetricsLogger(workdir, config.train.total_steps, start, enabled=main)
+    log.message(f"CTD: student {setup.student.num_layers} blocks, teacher "
+                f"{'random (demo)' if not config.teacher.checkpoint else config.teacher.checkpoint}, mesh "
+                f"{dict(mesh.shape)}, {'resuming at step %d' % start if start else 'fresh start'}")
+    last: dict = {}
+    skipped_before = meta.get("skipped", 0)
+    t0 = time.time()
+    try:
+        for step in range(start + 1, config.train.total_steps + 1):
+            batch = _global_batch({"pixels": next(train_it)["pixels"]}, mesh, rules)
+            state, metrics = step_fn(state, teacher, stats_arrays, batch)
+            if step % config.train.log_every == 0 or step == config.train.total_steps:
+                if not bool(metrics["finite"]):
+                    raise NonFiniteLossError(
+                        f"non-finite loss at step {step}: the update was not applied; the last good checkpoint "
+                        f"(step {ckpt.latest_step()}) in {ckpt.directory} is intact. Lower optim.peak_lr or check "
+                        "the data.")
+                last = log.log(step, {**{k: v for k, v in metrics.items() if k != "finite"},
+                                      "lr": float(optimizer_lr(optim, step)),
+                                      "skipped_examples": skipped_before + skips.count,
+                                      "steps_per_second": (step - start) / max(time.time() - t0, 1e-9)})
+            elif not bool(metrics["finite"]):
+                raise NonFiniteLossError(f"non-finite loss at step {step}: the update was not applied; the last "
+                                         f"good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is intact")
+            if step % config.train.eval_every == 0 or step == config.train.total_steps:
+                last.update(log.log(step, evaluate(eval_fn, state, teacher, stats_arrays, data_cfg, config, mesh,
+                                                   rules, local_batch), prefix="eval/"))
+            log.advance(step)
+            stopping = step == config.train.stop_at_step
+            if step % config.train.checkpoint_every == 0 or step == config.train.total_steps or stopping:
+                ckpt.save(step, state, {"iterator": train_it.get_state()},
+                          {"skipped": skipped_before + skips.count, "skipped_examples": skips.examples[:20]})
+            if stopping:
+                log.message(f"stopping at step {step} as configured (train.stop_at_step)")
+                break
+    finally:
+        ckpt.close()
+        log.close()
+    if skips.count:
+        log.message(f"skipped {skipped_before + skips.count} unreadable examples, e.g. {skips.examples[:3]}")
+    return last
+
+
+def evaluate(eval_fn, state, teacher, stats_arrays, data_cfg, config, mesh, rules, local_batch) -> dict:
+    """Mean fidelity metrics over `train.eval_batches` held-out batches (same batches every time)."""
+    ds, _ = build_dataset(data_cfg, "eval", local_batch, jax.process_index(), jax.process_count(), augment=False)
+    it = iter(ds)
+    totals: dict = {}
+    for _ in range(config.train.eval_batches):
+        m = eval_fn(state["params"], teacher, stats_arrays, _global_batch({"pixels": next(it)["pixels"]}, mesh,
+                                                                           rules))
+        for k, v in m.items():
+            totals[k] = totals.get(k, 0.0) + float(v) / config.train.eval_batches
+    return totals
+
+
+def optimizer_lr(optim: OptimConfig, step: int) -> float:
+    from liteframe_jax.train.optim import schedule
+    return float(schedule(optim)(step))
+
+
+def next_shape(data_cfg) -> tuple:
+    return (data_cfg.num_frames, *data_cfg.image_size, 3)

@@ -1,0 +1,96 @@
+"""`python -m liteframe_jax.train --config configs/ctd.py` end to end: logging, exact resume after a process
+exit, a clean stop on a non-finite loss, and config errors before anything compiles."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHORT = ["--config.train.total_steps=12", "--config.optim.total_steps=12", "--config.optim.warmup_steps=2",
+         "--config.train.checkpoint_every=6", "--config.train.eval_every=12", "--config.train.log_every=1",
+         "--config.train.stats_batches=2", "--config.train.eval_batches=1"]
+
+
+def train(workdir, *overrides, expect_ok=True):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "liteframe_jax.train", "--config", "configs/ctd.py",
+                           "--workdir", str(workdir), *SHORT, *overrides], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if expect_ok:
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    return proc
+
+
+def records(workdir):
+    return [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_params(workdir):
+    import orbax.checkpoint as ocp
+    step_dir = max((Path(workdir) / "checkpoints").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    restored = ocp.StandardCheckpointer().restore(step_dir / "state")
+    return int(step_dir.name), restored["params"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    work = tmp_path_factory.mktemp("straight")
+    train(work)
+    return work
+
+
+def test_a_run_logs_metrics_evaluates_and_checkpoints(straight):
+    recs = records(straight)
+    train_recs = [r for r in recs if "loss" in r]
+    assert [r["step"] for r in train_recs] == list(range(1, 13))
+    assert train_recs[-1]["loss"] < train_recs[0]["loss"]
+    evals = [r for r in recs if "eval/cosine" in r]
+    assert evals and {"eval/cka", "eval/normalized_mse"} <= set(evals[-1])
+    assert list((straight / "tensorboard").iterdir())
+    assert (straight / "target_stats.json").is_file() and (straight / "config.json").is_file()
+    assert sorted(int(p.name) for p in (straight / "checkpoints").iterdir() if p.name.isdigit()) == [6, 12]
+
+
+def test_interrupted_and_resumed_run_reproduces_the_straight_run(straight, tmp_path):
+    work = tmp_path / "resumed"
+    first = train(work, "--config.train.stop_at_step=6")
+    assert "stopping at step 6" in first.stderr
+    assert max(r["step"] for r in records(work)) == 6
+    second = train(work)  # the same command again: resumes from step 6, data iterator included
+    assert "resuming at step 6" in second.stderr
+    a = [r["loss"] for r in records(straight) if "loss" in r]
+    b = [r["loss"] for r in records(work) if "loss" in r]
+    assert b == a  # identical, step for step
+    step_a, params_a = final_params(straight)
+    step_b, params_b = final_params(work)
+    assert step_a == step_b == 12
+    import jax
+    jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    work = tmp_path / "nan"
+    train(work, "--config.train.stop_at_step=6")
+    proc = train(work, "--config.optim.peak_lr=1e30", expect_ok=False)
+    assert proc.returncode == 1
+    assert "non-finite loss at step" in proc.stderr and "last good checkpoint (step 6)" in proc.stderr
+    steps = sorted(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [6]
+    assert final_params(work)[0] == 6
+
+
+def test_impossible_config_is_rejected_before_compiling(tmp_path):
+    proc = train(tmp_path / "bad", "--config.student.num_heads=5", expect_ok=False)
+    assert proc.returncode == 1 and "student.num_heads=5 does not divide" in proc.stderr
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_help_explains_the_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "liteframe_jax.train", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "--workdir" in proc.stdout and "resumes" in proc.stdout
