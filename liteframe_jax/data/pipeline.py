@@ -162,8 +162,10 @@ class DataConfig:
         d = dict(d)
         if "image_size" in d and isinstance(d["image_size"], list):
             d["image_size"] = tuple(d["image_size"])
-        if isinstance(d.get("random_resized_crop_scale"), list):
-            d["random_resized_crop_scale"] = tuple(d["random_resized_crop_scale"])
+        scale = d.get("random_resized_crop_scale")
+        if isinstance(scale, (list, tuple)):
+            # `--config.data.random_resized_crop_scale=None` reaches a tuple-typed ConfigDict field as (None,)
+            d["random_resized_crop_scale"] = None if all(v is None for v in scale) else tuple(scale)
         return cls(**d)
 
     def replace(self, **changes) -> "DataConfig":

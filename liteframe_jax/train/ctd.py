@@ -67,6 +67,13 @@ def _teacher_config(config) -> InternVLConfig:
     return InternVLConfig.from_dict(config.teacher.model.to_dict()).validate()
 
 
+def teacher_identity(config) -> dict:
+    """What a target cache records about the teacher that produced it."""
+    if config.teacher.checkpoint:
+        return {"checkpoint": str(Path(config.teacher.checkpoint).absolute())}
+    return {"random_init_seed": int(config.seed), "model": config.teacher.model.to_dict()}
+
+
 def _teacher_params(config, setup: CTDSetup, mesh, rules):
     """The frozen teacher, placed in its shardings (never checkpointed with the run)."""
     shardings = teacher_shardings(setup, mesh, rules)
@@ -80,13 +87,24 @@ def _global_batch(local: dict, mesh, rules) -> dict:
     return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in local.items()}
 
 
+def _dataset(data_cfg, split, config, local_batch, augment=True):
+    """(dataset, skip stats); with a target cache, batches carry "targets" and augmentation is off."""
+    cache = config.train.target_cache or None
+    return build_dataset(data_cfg, split, local_batch, jax.process_index(), jax.process_count(),
+                         augment=augment and cache is None, cache=cache)
+
+
+def _model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("pixels", "targets") if k in batch}
+
+
 def _estimate_stats(setup, teacher_params, data_cfg, config, mesh, rules, local_batch) -> ChannelStats:
-    ds, _ = build_dataset(data_cfg, "train", local_batch, jax.process_index(), jax.process_count(), augment=False)
-    it = iter(ds)
+    it = iter(_dataset(data_cfg, "train", config, local_batch, augment=False)[0])
     acc = ChannelStatsAccumulator()
     for _ in range(config.train.stats_batches):
-        batch = _global_batch({"pixels": next(it)["pixels"]}, mesh, rules)
-        t = teacher_targets(setup.teacher, teacher_params, batch["pixels"], setup.wap)
+        batch = _global_batch(_model_inputs(next(it)), mesh, rules)
+        t = batch["targets"] if "targets" in batch else teacher_targets(setup.teacher, teacher_params,
+                                                                        batch["pixels"], setup.wap)
         acc.update(np.asarray(jax.experimental.multihost_utils.process_allgather(t, tiled=True)))
     return acc.result()
 
@@ -116,7 +134,11 @@ def run(config, workdir: str | Path) -> dict:
             stats_path.write_text(json.dumps(stats.to_dict()) + "\n")
     stats_arrays = (np.asarray(stats.mean), np.asarray(stats.std))
 
-    train_ds, skips = build_dataset(data_cfg, "train", local_batch, jax.process_index(), jax.process_count())
+    if config.train.target_cache:
+        from liteframe_jax.data.target_cache import TargetCache
+        TargetCache(config.train.target_cache).check_compatible(
+            {"wap": setup.wap.to_dict(), "teacher": teacher_identity(config)})
+    train_ds, skips = _dataset(data_cfg, "train", config, local_batch)
     train_it = iter(train_ds)
     ckpt = TrainCheckpointer(workdir / "checkpoints", config.train.keep_checkpoints, config.train.async_checkpoints)
     abstract, sh = state_shardings(setup, tx, mesh, rules)
@@ -127,6 +149,8 @@ def run(config, workdir: str | Path) -> dict:
     else:
         state = init_state(setup, tx, mesh, seed=config.seed, rules=rules)
     example = {"pixels": np.zeros((local_batch, *next_shape(data_cfg)), np.float32)}
+    if config.train.target_cache:
+        example["targets"] = np.zeros((local_batch, *setup.student.output_shape(data_cfg.num_frames)), np.float32)
     step_fn = make_train_step(setup, tx, mesh, example, rules)
     eval_fn = make_eval_step(setup, tx, mesh, example, rules)
     log = MetricsLogger(workdir, config.train.total_steps, start, enabled=main)
@@ -138,7 +162,7 @@ def run(config, workdir: str | Path) -> dict:
     t0 = time.time()
     try:
         for step in range(start + 1, config.train.total_steps + 1):
-            batch = _global_batch({"pixels": next(train_it)["pixels"]}, mesh, rules)
+            batch = _global_batch(_model_inputs(next(train_it)), mesh, rules)
             state, metrics = step_fn(state, teacher, stats_arrays, batch)
             if step % config.train.log_every == 0 or step == config.train.total_steps:
                 if not bool(metrics["finite"]):
@@ -174,12 +198,10 @@ def run(config, workdir: str | Path) -> dict:
 
 def evaluate(eval_fn, state, teacher, stats_arrays, data_cfg, config, mesh, rules, local_batch) -> dict:
     """Mean fidelity metrics over `train.eval_batches` held-out batches (same batches every time)."""
-    ds, _ = build_dataset(data_cfg, "eval", local_batch, jax.process_index(), jax.process_count(), augment=False)
-    it = iter(ds)
+    it = iter(_dataset(data_cfg, "eval", config, local_batch, augment=False)[0])
     totals: dict = {}
     for _ in range(config.train.eval_batches):
-        m = eval_fn(state["params"], teacher, stats_arrays, _global_batch({"pixels": next(it)["pixels"]}, mesh,
-                                                                           rules))
+        m = eval_fn(state["params"], teacher, stats_arrays, _global_batch(_model_inputs(next(it)), mesh, rules))
         for k, v in m.items():
             totals[k] = totals.get(k, 0.0) + float(v) / config.train.eval_batches
     return totals

@@ -94,3 +94,22 @@ def test_help_explains_the_entry_point():
     proc = subprocess.run([sys.executable, "-m", "liteframe_jax.train", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "--workdir" in proc.stdout and "resumes" in proc.stdout
+
+
+def test_training_from_a_precomputed_teacher_cache_equals_online_training(tmp_path):
+    no_aug = ["--config.data.random_resized_crop_scale=None", "--config.data.hflip=False"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "experiments.precompute_teacher", "--config", "configs/ctd.py",
+                           "--out", str(tmp_path / "cache"), *no_aug], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "cache").is_dir() and not list(tmp_path.glob("cache.partial*"))
+    train(tmp_path / "online", *no_aug)
+    train(tmp_path / "cached", *no_aug, f"--config.train.target_cache={tmp_path / 'cache'}")
+    online = [r["loss"] for r in records(tmp_path / "online") if "loss" in r]
+    cached = [r["loss"] for r in records(tmp_path / "cached") if "loss" in r]
+    np.testing.assert_allclose(cached, online, rtol=1e-5)
+    # a cache written for other WAP settings is refused with the differing field named
+    bad = train(tmp_path / "bad", *no_aug, f"--config.train.target_cache={tmp_path / 'cache'}",
+                "--config.wap.weights=uniform", expect_ok=False)
+    assert bad.returncode == 1 and "wap.weights" in bad.stderr
