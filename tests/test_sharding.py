@@ -1,6 +1,5 @@
 """Sharding rules: logical names resolve to mesh axes as the table says, and sharded math equals unsharded."""
 
-import dataclasses
 
 import jax
 import numpy as np
@@ -10,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 from liteframe_jax.models.config import DownsampleStage, StudentConfig
 from liteframe_jax.models.student import LiteFrameStudent, init_student
-from liteframe_jax.sharding import DEFAULT_RULES, batch_sharding, make_mesh, param_shardings, resolve_spec
+from liteframe_jax.sharding import batch_sharding, make_mesh, param_shardings, resolve_spec
 
 
 def test_tests_run_with_eight_simulated_devices():

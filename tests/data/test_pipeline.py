@@ -2,7 +2,6 @@
 sources and skipping of unreadable videos."""
 
 import json
-import os
 
 import numpy as np
 import pytest

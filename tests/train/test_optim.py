@@ -2,7 +2,6 @@
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from liteframe_jax.train.optim import OptimConfig, decay_mask, make_optimizer, schedule
