@@ -4,6 +4,7 @@ periodic eval, async checkpoints, logging and a clean stop on a non-finite loss.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -159,6 +160,7 @@ def run(config, workdir: str | Path) -> dict:
                 f"{dict(mesh.shape)}, {'resuming at step %d' % start if start else 'fresh start'}")
     last: dict = {}
     skipped_before = meta.get("skipped", 0)
+    reported = 0
     t0 = time.time()
     try:
         for step in range(start + 1, config.train.total_steps + 1):
@@ -181,6 +183,10 @@ def run(config, workdir: str | Path) -> dict:
                 last.update(log.log(step, evaluate(eval_fn, state, teacher, stats_arrays, data_cfg, config, mesh,
                                                    rules, local_batch), prefix="eval/"))
             log.advance(step)
+            if skips.count > reported:  # report unreadable inputs as they are met
+                for example in skips.examples[reported:]:
+                    log.message(f"skipped unreadable example: {example}")
+                reported = max(skips.count, reported)
             stopping = step == config.train.stop_at_step
             if step % config.train.checkpoint_every == 0 or step == config.train.total_steps or stopping:
                 ckpt.save(step, state, {"iterator": train_it.get_state()},
@@ -191,8 +197,8 @@ def run(config, workdir: str | Path) -> dict:
     finally:
         ckpt.close()
         log.close()
-    if skips.count:
-        log.message(f"skipped {skipped_before + skips.count} unreadable examples, e.g. {skips.examples[:3]}")
+    if skips.count or skipped_before:
+        print(f"skipped {skipped_before + skips.count} unreadable examples in total", file=sys.stderr)
     return last
 
 

@@ -113,3 +113,31 @@ def test_training_from_a_precomputed_teacher_cache_equals_online_training(tmp_pa
     bad = train(tmp_path / "bad", *no_aug, f"--config.train.target_cache={tmp_path / 'cache'}",
                 "--config.wap.weights=uniform", expect_ok=False)
     assert bad.returncode == 1 and "wap.weights" in bad.stderr
+
+
+def test_unreadable_videos_are_skipped_counted_and_reported_while_training_continues(tmp_path):
+    from liteframe_jax.data.synthetic import SyntheticVideoSpec, make_synthetic_video
+    from liteframe_jax.data.video import write_video
+    lines = []
+    for i in range(16):
+        path = tmp_path / f"clip{i}.mp4"
+        write_video(path, make_synthetic_video(i, SyntheticVideoSpec(num_frames=8, size=56)).frames, fps=8.0)
+        lines.append({"video": path.name})
+    (tmp_path / "notes.mp4").write_text("not a video")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    lines += [{"video": "missing.mp4"}, {"video": "notes.mp4"}, {"video": "empty.mp4"}]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    work = tmp_path / "run"
+    proc = train(work, "--config.data.source=manifest", f"--config.data.path={tmp_path / 'manifest.jsonl'}",
+                 "--config.data.eval_fraction=0.25")
+    from liteframe_jax.data.pipeline import DataConfig, load_examples, split_indices
+    data_cfg = DataConfig(source="manifest", path=str(tmp_path / "manifest.jsonl"), num_frames=4,
+                          image_size=(56, 56), eval_fraction=0.25)
+    train_ids = set(split_indices(data_cfg, "train").tolist())
+    bad_in_train = [n for i, n in enumerate(l["video"] for l in lines) if i in train_ids and i >= 16]
+    assert bad_in_train, "the split should leave at least one bad file in training"
+    recs = [r for r in records(work) if "loss" in r]
+    assert recs[-1]["step"] == 12 and recs[-1]["skipped_examples"] >= len(bad_in_train)
+    for name in bad_in_train:
+        assert f"skipped unreadable example: {tmp_path / name}" in proc.stderr, name
+    assert "unreadable examples in total" in proc.stderr
