@@ -21,6 +21,7 @@ from flax import linen as nn
 from liteframe_jax.checkpoints import store
 from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.internvl import InternVL, abstract_params
+from liteframe_jax.models.layers import compute_dtype
 from liteframe_jax.models.qwen2 import init_kv_cache
 
 
@@ -49,8 +50,7 @@ def _generate(cfg: InternVLConfig, params, input_ids, visual, mask, max_new_toke
     b, L = input_ids.shape
     key_valid = jnp.concatenate([mask.astype(bool), jnp.ones((b, max_new_tokens), bool)], axis=1)
     positions = _positions(mask)
-    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
-    cache = init_kv_cache(cfg.text, b, L + max_new_tokens, dtype)
+    cache = init_kv_cache(cfg.text, b, L + max_new_tokens, compute_dtype(cfg.dtype))
     embeds = apply(input_ids, visual, method=InternVL.embed)
     logits, cache = apply(embeds, positions, key_valid, cache, 0, True, method=InternVL.decode)
     first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)

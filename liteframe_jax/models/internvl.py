@@ -9,10 +9,8 @@ from flax import linen as nn
 from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.connector import Projector, pixel_shuffle
 from liteframe_jax.models.internvit import InternViT
+from liteframe_jax.models.layers import compute_dtype
 from liteframe_jax.models.qwen2 import KVCache, Qwen2
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
 
 def merge_visual_tokens(embeds: jax.Array, input_ids: jax.Array, visual: jax.Array, image_token_id: int) -> jax.Array:
     """Replace, in row-major (batch, sequence) order, the k-th `image_token_id` embedding by visual[k].
@@ -38,7 +36,7 @@ class InternVL(nn.Module):
 
     def setup(self):
         c = self.cfg
-        dtype = DTYPES[c.dtype]
+        dtype = compute_dtype(c.dtype)
         self.vision = InternViT(c.vision, dtype, c.attention_impl)
         self.projector = Projector(c.text.hidden_size, c.projector_ln_eps, dtype)
         self.llm = Qwen2(c.text, dtype, c.attention_impl)

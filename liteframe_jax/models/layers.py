@@ -12,6 +12,13 @@ from flax import linen as nn
 
 Axes = tuple[str | None, ...]
 
+_COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+    """Config dtype name ("float32" | "bfloat16") -> jnp dtype."""
+    return _COMPUTE_DTYPES[name]
+
 
 def logical(init, axes: Axes):
     return nn.with_logical_partitioning(init, axes)

@@ -16,11 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from liteframe_jax.models.config import DTYPES, StudentConfig
-from liteframe_jax.models.layers import attention, dense, gelu_exact, layer_norm, logical, pad_frames_to_multiple
+from liteframe_jax.models.config import StudentConfig
+from liteframe_jax.models.layers import (attention, compute_dtype, dense, gelu_exact, layer_norm, logical,
+                                         pad_frames_to_multiple)
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-assert set(_DTYPES) == set(DTYPES)
 
 
 class TemporalConv(nn.Module):
@@ -52,7 +51,7 @@ class StudentBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.cfg
-        dtype = _DTYPES[c.dtype]
+        dtype = compute_dtype(c.dtype)
         b, t, n, d = x.shape
         temporal = (lambda h: h + TemporalConv(c.temporal_kernel, c.layer_norm_eps, c.identity_init, dtype,
                                                name="temporal")(h)) if c.temporal_conv else (lambda h: h)
@@ -112,7 +111,7 @@ class LiteFrameStudent(nn.Module):
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
         c = self.cfg
-        dtype = _DTYPES[c.dtype]
+        dtype = compute_dtype(c.dtype)
         p = c.patch_size
         if pixels.ndim != 5:
             raise ValueError(f"student input must be (B, T, H, W, C), got {pixels.shape}")

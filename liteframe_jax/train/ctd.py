@@ -24,7 +24,7 @@ from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_s
 from liteframe_jax.train.ctd_step import (CTDSetup, batch_shardings, init_state, make_eval_step, make_train_step,
                                           state_shardings, teacher_shardings)
 from liteframe_jax.train.metrics_log import MetricsLogger
-from liteframe_jax.train.optim import OptimConfig, make_optimizer
+from liteframe_jax.train.optim import OptimConfig, make_optimizer, schedule
 
 STATS_FILE = "target_stats.json"
 
@@ -153,6 +153,7 @@ def run(config, workdir: str | Path) -> dict:
     if config.train.target_cache:
         example["targets"] = np.zeros((local_batch, *setup.student.output_shape(data_cfg.num_frames)), np.float32)
     step_fn = make_train_step(setup, tx, mesh, example, rules)
+    lr_schedule = schedule(optim)
     eval_fn = make_eval_step(setup, tx, mesh, example, rules)
     log = MetricsLogger(workdir, config.train.total_steps, start, enabled=main)
     log.message(f"CTD: student {setup.student.num_layers} blocks, teacher "
@@ -173,7 +174,7 @@ def run(config, workdir: str | Path) -> dict:
                         f"(step {ckpt.latest_step()}) in {ckpt.directory} is intact. Lower optim.peak_lr or check "
                         "the data.")
                 last = log.log(step, {**{k: v for k, v in metrics.items() if k != "finite"},
-                                      "lr": float(optimizer_lr(optim, step)),
+                                      "lr": float(lr_schedule(step)),
                                       "skipped_examples": skipped_before + skips.count,
                                       "steps_per_second": (step - start) / max(time.time() - t0, 1e-9)})
             elif not bool(metrics["finite"]):
@@ -211,11 +212,6 @@ def evaluate(eval_fn, state, teacher, stats_arrays, data_cfg, config, mesh, rule
         for k, v in m.items():
             totals[k] = totals.get(k, 0.0) + float(v) / config.train.eval_batches
     return totals
-
-
-def optimizer_lr(optim: OptimConfig, step: int) -> float:
-    from liteframe_jax.train.optim import schedule
-    return float(schedule(optim)(step))
 
 
 def next_shape(data_cfg) -> tuple:

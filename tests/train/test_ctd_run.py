@@ -130,7 +130,7 @@ def test_unreadable_videos_are_skipped_counted_and_reported_while_training_conti
     work = tmp_path / "run"
     proc = train(work, "--config.data.source=manifest", f"--config.data.path={tmp_path / 'manifest.jsonl'}",
                  "--config.data.eval_fraction=0.25")
-    from liteframe_jax.data.pipeline import DataConfig, load_examples, split_indices
+    from liteframe_jax.data.pipeline import DataConfig, split_indices
     data_cfg = DataConfig(source="manifest", path=str(tmp_path / "manifest.jsonl"), num_frames=4,
                           image_size=(56, 56), eval_fraction=0.25)
     train_ids = set(split_indices(data_cfg, "train").tolist())
