@@ -1,8 +1,9 @@
 """Public inference API: `load` a checkpoint, then encode frames, score tokens or generate.
 
     import liteframe_jax as lf
-    model = lf.load(path)                       # our checkpoint dir, or an InternVL3 HF dir (imported on the fly)
-    vis = model.encode_frames(pixels)           # (F, H, W, 3) normalized -> (F * tokens_per_frame, d_llm)
+    model = lf.load(path)                       # our checkpoint dir (InternVL teacher or LiteFrame), or an
+                                                # InternVL3 HF dir (imported on the fly)
+    vis = model.encode_frames(pixels)           # (F, H, W, 3) normalized -> (num_visual_tokens(F), d_llm)
     logits = model.logits(input_ids, pixels)    # (B, L) with <IMG_CONTEXT> placeholders -> (B, L, vocab)
     ids = model.generate(input_ids, pixels, max_new_tokens=N)   # greedy, KV-cached -> (B, N) new tokens
 """
@@ -22,7 +23,19 @@ from liteframe_jax.checkpoints import store
 from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.internvl import InternVL, abstract_params
 from liteframe_jax.models.layers import compute_dtype
+from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM
 from liteframe_jax.models.qwen2 import init_kv_cache
+
+ModelConfig = InternVLConfig | LiteFrameConfig
+
+
+def _model(cfg: ModelConfig):
+    return InternVL(cfg) if isinstance(cfg, InternVLConfig) else LiteFrameVLM(cfg)
+
+
+def _llm_side(cfg: ModelConfig) -> InternVLConfig:
+    """The config holding the LLM and the token ids (the teacher's, for LiteFrame)."""
+    return cfg if isinstance(cfg, InternVLConfig) else cfg.teacher
 
 
 def _positions(mask: jax.Array) -> jax.Array:
@@ -32,33 +45,39 @@ def _positions(mask: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode(cfg: InternVLConfig, params, pixels):
-    return InternVL(cfg).apply({"params": params}, pixels, method=InternVL.encode_images)
+def _encode(cfg: ModelConfig, params, pixels):
+    """(F, H, W, 3) -> (Nv, d_llm): the teacher per frame, the student over the whole clip."""
+    if isinstance(cfg, InternVLConfig):
+        out = InternVL(cfg).apply({"params": params}, pixels, method=InternVL.encode_images)
+    else:
+        out = LiteFrameVLM(cfg, with_llm=False).apply({"params": params}, pixels[None],
+                                                      method=LiteFrameVLM.encode_video)
+    return out.reshape(-1, out.shape[-1])
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _logits(cfg: InternVLConfig, params, input_ids, visual, mask):
-    model = InternVL(cfg)
+def _logits(cfg: ModelConfig, params, input_ids, visual, mask):
+    model = _model(cfg)
     logits, _ = model.apply({"params": params}, input_ids, visual, _positions(mask), mask.astype(bool))
     return logits
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
-def _generate(cfg: InternVLConfig, params, input_ids, visual, mask, max_new_tokens: int):
-    model = InternVL(cfg)
+def _generate(cfg: ModelConfig, params, input_ids, visual, mask, max_new_tokens: int):
+    model = _model(cfg)
     apply = functools.partial(model.apply, {"params": params})
     b, L = input_ids.shape
     key_valid = jnp.concatenate([mask.astype(bool), jnp.ones((b, max_new_tokens), bool)], axis=1)
     positions = _positions(mask)
-    cache = init_kv_cache(cfg.text, b, L + max_new_tokens, compute_dtype(cfg.dtype))
-    embeds = apply(input_ids, visual, method=InternVL.embed)
-    logits, cache = apply(embeds, positions, key_valid, cache, 0, True, method=InternVL.decode)
+    cache = init_kv_cache(cfg.text, b, L + max_new_tokens, compute_dtype(_llm_side(cfg).dtype))
+    embeds = apply(input_ids, visual, method=type(model).embed)
+    logits, cache = apply(embeds, positions, key_valid, cache, 0, True, method=type(model).decode)
     first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
 
     def step(carry, i):
         tok, cache, pos = carry
-        emb = apply(tok[:, None], None, method=InternVL.embed)
-        logits, cache = apply(emb, pos[:, None], key_valid, cache, L + i, True, method=InternVL.decode)
+        emb = apply(tok[:, None], None, method=type(model).embed)
+        logits, cache = apply(emb, pos[:, None], key_valid, cache, L + i, True, method=type(model).decode)
         nxt = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
         return (nxt, cache, pos + 1), nxt
 
@@ -69,22 +88,55 @@ def _generate(cfg: InternVLConfig, params, input_ids, visual, mask, max_new_toke
 
 @dataclasses.dataclass
 class VideoLLM:
-    """A loaded teacher Video LLM: config + parameters (nested dict of arrays)."""
+    """A loaded Video LLM, the InternVL teacher or LiteFrame: config + parameters (nested dict of arrays)."""
 
-    config: InternVLConfig
+    config: ModelConfig
     params: dict
     path: Path | None = None
+
+    @property
+    def is_liteframe(self) -> bool:
+        return isinstance(self.config, LiteFrameConfig)
+
+    @property
+    def ids(self) -> InternVLConfig:
+        """The config that holds the LLM and the special token ids."""
+        return _llm_side(self.config)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.config.student.image_size if self.is_liteframe else self.config.vision.image_size)
+
+    @property
+    def frames_per_group(self) -> int:
+        """Frames that share one `<img>...</img>` block in the prompt (1 for the teacher)."""
+        return self.config.frames_per_group if self.is_liteframe else 1
+
+    def tokens_per_group(self, image_hw: tuple[int, int] | None = None) -> int:
+        if self.is_liteframe:
+            return self.config.tokens_per_group(image_hw)
+        return self.config.tokens_per_frame(image_hw)
+
+    def num_visual_tokens(self, num_frames: int, image_hw: tuple[int, int] | None = None) -> int:
+        groups = -(-num_frames // self.frames_per_group)
+        return groups * self.tokens_per_group(image_hw)
 
     # ------------------------------------------------------------------ inputs
     def _check_pixels(self, pixels) -> jax.Array:
         pixels = jnp.asarray(pixels, jnp.float32)
-        v = self.config.vision
-        if pixels.ndim != 4 or pixels.shape[-1] != v.num_channels:
-            raise ValueError(f"pixels must be (F, H, W, {v.num_channels}) normalized floats, got {pixels.shape}")
-        step = v.patch_size * self.config.shuffle_factor
-        if pixels.shape[1] % step or pixels.shape[2] % step:
-            raise ValueError(f"frame size {pixels.shape[1]}x{pixels.shape[2]} must be a multiple of "
-                             f"{step} (patch {v.patch_size} x pixel-shuffle {self.config.shuffle_factor})")
+        c = self.config
+        if self.is_liteframe:
+            channels, patch = c.student.num_channels, c.student.patch_size
+            stride = c.student.stride[1] * (c.teacher.shuffle_factor if c.location == "pre_shuffle" else 1)
+            what = f"patch {patch} x total spatial reduction {stride}"
+        else:
+            channels, patch, stride = c.vision.num_channels, c.vision.patch_size, c.shuffle_factor
+            what = f"patch {patch} x pixel-shuffle {stride}"
+        if pixels.ndim != 4 or pixels.shape[-1] != channels:
+            raise ValueError(f"pixels must be (F, H, W, {channels}) normalized floats, got {pixels.shape}")
+        step = patch * stride
+        if pixels.shape[0] < 1 or pixels.shape[1] % step or pixels.shape[2] % step:
+            raise ValueError(f"frame size {pixels.shape[1]}x{pixels.shape[2]} must be a multiple of {step} ({what})")
         return pixels
 
     def _check_ids(self, input_ids, pixels, attention_mask):
@@ -93,18 +145,18 @@ class VideoLLM:
             ids = ids[None]
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"input_ids must be an integer array (B, L), got {ids.dtype}{ids.shape}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.config.text.vocab_size):
-            raise ValueError(f"input_ids must lie in [0, {self.config.text.vocab_size})")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.ids.text.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {self.ids.text.vocab_size})")
         mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask {mask.shape} must match input_ids {ids.shape}")
-        n_placeholders = int((ids == self.config.image_token_id).sum())
+        n_placeholders = int((ids == self.ids.image_token_id).sum())
         visual = None
         if pixels is not None:
             pixels = self._check_pixels(pixels)
-            need = pixels.shape[0] * self.config.tokens_per_frame(pixels.shape[1:3])
+            need = self.num_visual_tokens(pixels.shape[0], pixels.shape[1:3])
             if n_placeholders != need:
-                raise ValueError(f"input_ids hold {n_placeholders} <IMG_CONTEXT> (id {self.config.image_token_id}) "
+                raise ValueError(f"input_ids hold {n_placeholders} <IMG_CONTEXT> (id {self.ids.image_token_id}) "
                                  f"placeholders but the {pixels.shape[0]} frame(s) give {need} visual tokens")
             visual = self.encode_frames(pixels)
         elif n_placeholders:
@@ -113,12 +165,18 @@ class VideoLLM:
 
     # ------------------------------------------------------------------ public
     def encode_frames(self, pixels) -> jax.Array:
-        """pixels (F, H, W, 3) float32, normalized -> LLM-space visual tokens (F * tokens_per_frame, d_llm)."""
-        out = _encode(self.config, self.params, self._check_pixels(pixels))
-        return out.reshape(-1, out.shape[-1])
+        """pixels (F, H, W, 3) float32, normalized -> LLM-space visual tokens (num_visual_tokens(F), d_llm):
+        F * tokens_per_frame for the teacher; ceil(F / frames_per_group) * tokens_per_group for LiteFrame."""
+        return _encode(self.config, self.params, self._check_pixels(pixels))
+
+    def _need_llm(self):
+        if "llm" not in self.params:
+            raise ValueError(f"{self.path or 'this model'} is an encoder-only LiteFrame checkpoint (CTD result, no "
+                             "LLM): it can encode frames but not score or generate text; run LMA first")
 
     def logits(self, input_ids, pixels=None, attention_mask=None) -> jax.Array:
         """input_ids (B, L) with <IMG_CONTEXT> placeholders -> logits (B, L, vocab) fp32."""
+        self._need_llm()
         ids, visual, mask = self._check_ids(input_ids, pixels, attention_mask)
         return _logits(self.config, self.params, ids, visual, mask)
 
@@ -128,34 +186,42 @@ class VideoLLM:
         end-of-sequence token hold the pad id. Batches may be left-padded (attention_mask 0 on padding)."""
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        self._need_llm()
         ids, visual, mask = self._check_ids(input_ids, pixels, attention_mask)
-        if ids.shape[1] + max_new_tokens > self.config.text.max_position_embeddings and \
-                self.config.text.rope_scaling != "none":
+        text = self.ids.text
+        if ids.shape[1] + max_new_tokens > text.max_position_embeddings and text.rope_scaling != "none":
             raise ValueError(f"prompt + new tokens exceed max_position_embeddings="
-                             f"{self.config.text.max_position_embeddings}; dynamic RoPE scaling is not implemented")
+                             f"{text.max_position_embeddings}; dynamic RoPE scaling is not implemented")
         tokens = np.asarray(_generate(self.config, self.params, ids, visual, mask, max_new_tokens))
-        eos = self.config.eos_token_id if eos_token_id == "config" else eos_token_id
+        eos = self.ids.eos_token_id if eos_token_id == "config" else eos_token_id
         if eos is not None:
             is_eos = tokens == eos
             after = (np.cumsum(is_eos, axis=1) - is_eos) > 0
-            pad = self.config.pad_token_id if self.config.pad_token_id is not None else eos
+            pad = self.ids.pad_token_id if self.ids.pad_token_id is not None else eos
             tokens = np.where(after, pad, tokens)
         return tokens
 
 
-def from_params(config: InternVLConfig, params) -> VideoLLM:
+def from_params(config: ModelConfig, params) -> VideoLLM:
     params = nn.unbox(params)
     return VideoLLM(config.validate(), jax.tree.map(jnp.asarray, params))
 
 
 def load(path: str | Path, dtype: str | None = None) -> VideoLLM:
-    """Loads our checkpoint directory, or imports a PyTorch InternVL3 directory (config.json + safetensors) on
-    the fly. `dtype` ("float32" | "bfloat16") overrides the compute dtype."""
+    """Loads our checkpoint directory (an imported InternVL teacher, or a LiteFrame model, LoRA merged), or
+    imports a PyTorch InternVL3 directory (config.json + safetensors) on the fly. `dtype` ("float32" |
+    "bfloat16") overrides the compute dtype."""
     path = Path(path)
     if store.is_checkpoint(path):
         meta = store.read_metadata(path)
+        if meta["kind"] == "liteframe":
+            from liteframe_jax.checkpoints.liteframe_store import load_liteframe
+            cfg, params, _ = load_liteframe(path, dtype)
+            model = from_params(cfg, params)
+            model.path = path
+            return model
         if meta["kind"] != "internvl":
-            raise ValueError(f"{path} holds a {meta['kind']!r} checkpoint, not an InternVL model")
+            raise ValueError(f"{path} holds a {meta['kind']!r} checkpoint, not an InternVL or LiteFrame model")
         cfg = InternVLConfig.from_dict(meta["model"]).validate()
         params = store.restore_params(path, nn.unbox(abstract_params(cfg)))
     elif (path / "config.json").is_file():

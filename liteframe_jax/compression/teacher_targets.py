@@ -15,7 +15,7 @@ from flax import linen as nn
 
 from liteframe_jax.compression.wap import WAPConfig, wap
 from liteframe_jax.models.config import InternVLConfig
-from liteframe_jax.models.connector import pixel_shuffle
+from liteframe_jax.models.connector import grid_to_llm_tokens, pixel_shuffle, tokens_to_grid
 from liteframe_jax.models.internvl import InternVL
 
 
@@ -27,22 +27,6 @@ def _teacher_params(params) -> dict:
 def _project(model_cfg: InternVLConfig, params, x: jax.Array) -> jax.Array:
     """The teacher's mlp1: (..., f^2 Dv) -> (..., d_llm)."""
     return InternVL(model_cfg).apply({"params": params}, x, method=lambda m, v: m.projector(v))
-
-
-def _tokens_to_grid(tokens: jax.Array, gh: int, gw: int, version: str) -> jax.Array:
-    """Pixel-shuffled tokens (N, gh*gw, C) in the model's order -> spatial grid (N, gh, gw, C)."""
-    n, _, c = tokens.shape
-    if version == "v2":
-        return tokens.reshape(n, gh, gw, c)
-    return tokens.reshape(n, gw, gh, c).transpose(0, 2, 1, 3)  # v1 orders shuffled tokens column-major
-
-
-def _grid_to_tokens(grid: jax.Array, version: str) -> jax.Array:
-    """Inverse of `_tokens_to_grid`: (N, gh, gw, C) -> (N, gh*gw, C) in the order the LLM consumes."""
-    n, gh, gw, c = grid.shape
-    if version != "v2":
-        grid = grid.transpose(0, 2, 1, 3)
-    return grid.reshape(n, gh * gw, c)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "wap_cfg"))
@@ -65,7 +49,7 @@ def teacher_targets(model_cfg: InternVLConfig, params, pixels: jax.Array,
                                       method=InternVL.vision_features)
     grid = feats[:, 1:].reshape(b * t, gh, gw, feats.shape[-1])
     if wap_cfg.location != "pre_shuffle":
-        grid = _tokens_to_grid(pixel_shuffle(grid, f, model_cfg.ps_version), gh // f, gw // f,
+        grid = tokens_to_grid(pixel_shuffle(grid, f, model_cfg.ps_version), gh // f, gw // f,
                                model_cfg.ps_version)
         if wap_cfg.location == "post_projector":
             grid = _project(model_cfg, params, grid)
@@ -88,10 +72,6 @@ def targets_to_llm_tokens(model_cfg: InternVLConfig, params, targets: jax.Array,
     b, t = targets.shape[:2]
     params = _teacher_params(params)
     frames = targets.reshape(b * t, *targets.shape[2:])
-    if wap_cfg.location == "pre_shuffle":
-        tokens = _project(model_cfg, params, pixel_shuffle(frames, model_cfg.shuffle_factor, model_cfg.ps_version))
-    else:
-        tokens = _grid_to_tokens(frames, model_cfg.ps_version)
-        if wap_cfg.location == "post_shuffle":
-            tokens = _project(model_cfg, params, tokens)
+    tokens = grid_to_llm_tokens(frames, wap_cfg.location, model_cfg.shuffle_factor, model_cfg.ps_version,
+                                lambda x: _project(model_cfg, params, x))
     return tokens.reshape(b, t * tokens.shape[1], tokens.shape[-1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from einops import rearrange
@@ -35,3 +37,31 @@ class Projector(nn.Module):
         x = layer_norm(self.ln_eps, dtype=self.dtype, name="norm")(x)
         x = dense(self.out_dim, ("embed", "mlp"), dtype=self.dtype, name="fc1")(x)
         return dense(self.out_dim, ("mlp", "embed"), dtype=self.dtype, name="fc2")(gelu_exact(x))
+
+
+def tokens_to_grid(tokens: jax.Array, gh: int, gw: int, version: str) -> jax.Array:
+    """Pixel-shuffled tokens (N, gh*gw, C) in the model's order -> spatial grid (N, gh, gw, C)."""
+    n, _, c = tokens.shape
+    if version == "v2":
+        return tokens.reshape(n, gh, gw, c)
+    return tokens.reshape(n, gw, gh, c).transpose(0, 2, 1, 3)  # v1 orders shuffled tokens column-major
+
+
+def grid_to_tokens(grid: jax.Array, version: str) -> jax.Array:
+    """Inverse of `tokens_to_grid`: (N, gh, gw, C) -> (N, gh*gw, C) in the order the LLM consumes."""
+    n, gh, gw, c = grid.shape
+    if version != "v2":
+        grid = grid.transpose(0, 2, 1, 3)
+    return grid.reshape(n, gh * gw, c)
+
+
+def grid_to_llm_tokens(grid: jax.Array, location: str, factor: int, version: str,
+                       project: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """Compressed token grids (N, H', W', C) living at `location` -> LLM visual tokens (N, tokens, d_llm).
+
+    pre_shuffle: pixel shuffle, then `project`; post_shuffle: `project`; post_projector: identity (reordered).
+    """
+    if location == "pre_shuffle":
+        return project(pixel_shuffle(grid, factor, version))
+    tokens = grid_to_tokens(grid, version)
+    return project(tokens) if location == "post_shuffle" else tokens

@@ -1,0 +1,159 @@
+"""The LiteFrame Video LLM: student -> (teacher pixel shuffle) -> teacher projector -> Qwen2.
+
+The student replaces the teacher's per-frame InternViT and directly emits compressed tokens at the WAP location
+the CTD run distilled (`location`); the teacher's connector and LLM are reused unchanged (then adapted by LMA).
+A clip of T frames becomes ceil(T / st) groups of `tokens_per_group` LLM tokens (st = the student's temporal
+stride), so the prompt has one `<img>...</img>` block per group of st frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from liteframe_jax.models.config import ConfigError, InternVLConfig, StudentConfig
+from liteframe_jax.models.connector import Projector, grid_to_llm_tokens
+from liteframe_jax.models.internvl import merge_visual_tokens
+from liteframe_jax.models.layers import compute_dtype
+from liteframe_jax.models.qwen2 import KVCache, Qwen2
+from liteframe_jax.models.student import LiteFrameStudent
+
+LOCATIONS = ("pre_shuffle", "post_shuffle", "post_projector")
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteFrameConfig:
+    """student + the teacher config (its connector, LLM and token ids; its vision tower is not part of the model)
+    + where the student's output lives in the teacher's pipeline (the CTD run's WAP location)."""
+
+    student: StudentConfig
+    teacher: InternVLConfig
+    location: str = "pre_shuffle"
+
+    @property
+    def text(self):
+        return self.teacher.text
+
+    @property
+    def frames_per_group(self) -> int:
+        return self.student.stride[0]
+
+    def tokens_per_group(self, image_hw: tuple[int, int] | None = None) -> int:
+        """LLM tokens for one group of `frames_per_group` frames of size `image_hw` (default: native)."""
+        _, h, w, _ = self.student.output_shape(1, image_hw)
+        f = self.teacher.shuffle_factor
+        return (h // f) * (w // f) if self.location == "pre_shuffle" else h * w
+
+    def num_groups(self, num_frames: int) -> int:
+        return -(-num_frames // self.frames_per_group)
+
+    def num_visual_tokens(self, num_frames: int, image_hw: tuple[int, int] | None = None) -> int:
+        return self.num_groups(num_frames) * self.tokens_per_group(image_hw)
+
+    def expected_out_dim(self) -> int:
+        t = self.teacher
+        return {"pre_shuffle": t.vision.hidden_size, "post_shuffle": t.shuffle_factor ** 2 * t.vision.hidden_size,
+                "post_projector": t.text.hidden_size}[self.location]
+
+    def validate(self) -> "LiteFrameConfig":
+        self.student.validate(), self.teacher.validate()
+        e = []
+        if self.location not in LOCATIONS:
+            e.append(f"location={self.location!r} must be one of {LOCATIONS}")
+        else:
+            if self.student.out_dim != self.expected_out_dim():
+                e.append(f"student.out_dim={self.student.out_dim} must equal the teacher's width at {self.location} "
+                         f"({self.expected_out_dim()})")
+            _, h, w, _ = self.student.output_shape(1)
+            f = self.teacher.shuffle_factor
+            if self.location == "pre_shuffle" and (h % f or w % f):
+                e.append(f"student output grid {h}x{w} is not divisible by the pixel-shuffle factor {f}")
+        if e:
+            raise ConfigError("invalid LiteFrame config:\n  - " + "\n  - ".join(e))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"student": self.student.to_dict(), "teacher": self.teacher.to_dict(), "location": self.location}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LiteFrameConfig":
+        unknown = sorted(set(d) - {"student", "teacher", "location"})
+        if unknown:
+            raise ConfigError(f"unknown LiteFrame config field(s): {unknown}")
+        return cls(StudentConfig.from_dict(d["student"]), InternVLConfig.from_dict(d["teacher"]),
+                   d.get("location", "pre_shuffle"))
+
+    def with_dtype(self, dtype: str) -> "LiteFrameConfig":
+        return dataclasses.replace(self, student=self.student.replace(dtype=dtype),
+                                   teacher=self.teacher.replace(dtype=dtype))
+
+
+class LiteFrameVLM(nn.Module):
+    """Methods (use with `apply(..., method=...)`):
+    - `student_tokens(pixels (B, T, H, W, 3))` -> (B, T', H', W', C) student output at `location`
+    - `encode_video(pixels)` -> (B, T' * tokens_per_group, d_llm) LLM visual tokens
+    - `embed`, `decode`, `__call__(input_ids, visual, positions, key_valid, ...)` as `InternVL`'s.
+    `with_llm=False` builds the encoder alone (student + projector), e.g. for a CTD-only checkpoint."""
+
+    cfg: LiteFrameConfig
+    with_llm: bool = True
+
+    def setup(self):
+        c = self.cfg
+        dtype = compute_dtype(c.teacher.dtype)
+        self.student = LiteFrameStudent(c.student)
+        self.projector = Projector(c.teacher.text.hidden_size, c.teacher.projector_ln_eps, dtype)
+        if self.with_llm:
+            self.llm = Qwen2(c.teacher.text, dtype, c.teacher.attention_impl)
+
+    def student_tokens(self, pixels: jax.Array) -> jax.Array:
+        return self.student(pixels)
+
+    def encode_video(self, pixels: jax.Array) -> jax.Array:
+        grid = self.student(pixels)
+        b, t = grid.shape[:2]
+        tokens = grid_to_llm_tokens(grid.reshape(b * t, *grid.shape[2:]), self.cfg.location,
+                                    self.cfg.teacher.shuffle_factor, self.cfg.teacher.ps_version, self.projector)
+        return tokens.reshape(b, t * tokens.shape[1], tokens.shape[-1])
+
+    def embed(self, input_ids: jax.Array, visual: jax.Array | None = None) -> jax.Array:
+        embeds = self.llm.embed(input_ids)
+        if visual is not None:
+            embeds = merge_visual_tokens(embeds, input_ids, visual.reshape(-1, visual.shape[-1]),
+                                         self.cfg.teacher.image_token_id)
+        return embeds
+
+    def decode(self, embeds, positions, key_valid, cache: KVCache | None = None, cache_index=0, last_only=False):
+        return self.llm(embeds, positions, key_valid, cache, cache_index, last_only)
+
+    def __call__(self, input_ids, visual, positions, key_valid, cache=None, cache_index=0, last_only=False):
+        return self.decode(self.embed(input_ids, visual), positions, key_valid, cache, cache_index, last_only)
+
+    def init_all(self, pixels: jax.Array, input_ids: jax.Array) -> jax.Array:
+        """Touches every submodule (for `init`)."""
+        visual = self.encode_video(pixels)
+        if not self.with_llm:
+            return visual
+        ones = jnp.ones(input_ids.shape, bool)
+        return self(input_ids, None, jnp.zeros(input_ids.shape, jnp.int32), ones)[0]
+
+
+def _init(cfg: LiteFrameConfig, seed: int, with_llm: bool):
+    s = cfg.student
+    pixels = jnp.zeros((1, s.stride[0], *s.image_size, s.num_channels))
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return LiteFrameVLM(cfg, with_llm).init(jax.random.key(seed), pixels, ids, method=LiteFrameVLM.init_all)["params"]
+
+
+def init_liteframe(cfg: LiteFrameConfig, seed: int = 0, with_llm: bool = True):
+    """Boxed random parameters {"student", "projector"[, "llm"]} (tests and demos)."""
+    return _init(cfg, seed, with_llm)
+
+
+def abstract_liteframe(cfg: LiteFrameConfig, with_llm: bool = True):
+    """Boxed parameter tree of ShapeDtypeStructs (with logical axis names), nothing allocated."""
+    return jax.eval_shape(lambda: _init(cfg, 0, with_llm))
