@@ -8,7 +8,7 @@ from liteframe_jax.models.config import InternVLConfig, TextConfig, VisionConfig
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, image_size=56, vision_layers=2, text_layers=2, vocab_size=300, dtype="float32",
+    args = parse_arg(arg, image_size=56, vision_layers=2, text_layers=2, vocab_size=512, dtype="float32",
                      attention_impl="xla")
     model = InternVLConfig(
         vision=VisionConfig(hidden_size=64, num_layers=args.vision_layers, num_heads=4, mlp_dim=256,

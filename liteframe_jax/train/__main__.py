@@ -2,7 +2,8 @@
 
     python -m liteframe_jax.train --config configs/ctd.py[:variant=tiny] --workdir DIR [--config.FIELD=VALUE ...]
 
-Runs the experiment the config describes (config.kind: "ctd" = Compressed Token Distillation). Re-running the
+Runs the experiment the config describes (config.kind: "ctd" = Compressed Token Distillation, configs/ctd.py;
+"lma" = Language Model Adaptation, configs/lma.py). Re-running the
 same command resumes from the latest checkpoint in DIR (train state and data iterator), so an interrupted run
 continues exactly. Writes DIR/metrics.jsonl, DIR/tensorboard/, DIR/checkpoints/, DIR/config.json.
 """
@@ -26,16 +27,16 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
-    if config.kind == "ctd":
-        from liteframe_jax.train import ctd
-        try:
-            ctd.run(config, _WORKDIR.value)
-        except (ValueError, FileNotFoundError, ctd.NonFiniteLossError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        return 0
-    print(f"error: unknown config.kind={config.kind!r} (supported: ctd)", file=sys.stderr)
-    return 1
+    if config.kind not in ("ctd", "lma"):
+        print(f"error: unknown config.kind={config.kind!r} (supported: ctd, lma)", file=sys.stderr)
+        return 1
+    from liteframe_jax.train import ctd, lma
+    try:
+        (ctd if config.kind == "ctd" else lma).run(config, _WORKDIR.value)
+    except (ValueError, FileNotFoundError, ctd.NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

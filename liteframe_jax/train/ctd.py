@@ -83,7 +83,7 @@ def _teacher_params(config, setup: CTDSetup, mesh, rules):
     return jax.device_put(nn.unbox(init_params(setup.teacher, seed=config.seed)), shardings)
 
 
-def _global_batch(local: dict, mesh, rules) -> dict:
+def global_batch(local: dict, mesh, rules) -> dict:
     shardings = batch_shardings(mesh, local, rules)
     return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in local.items()}
 
@@ -103,7 +103,7 @@ def _estimate_stats(setup, teacher_params, data_cfg, config, mesh, rules, local_
     it = iter(_dataset(data_cfg, "train", config, local_batch, augment=False)[0])
     acc = ChannelStatsAccumulator()
     for _ in range(config.train.stats_batches):
-        batch = _global_batch(_model_inputs(next(it)), mesh, rules)
+        batch = global_batch(_model_inputs(next(it)), mesh, rules)
         t = batch["targets"] if "targets" in batch else teacher_targets(setup.teacher, teacher_params,
                                                                         batch["pixels"], setup.wap)
         acc.update(np.asarray(jax.experimental.multihost_utils.process_allgather(t, tiled=True)))
@@ -165,7 +165,7 @@ def run(config, workdir: str | Path) -> dict:
     t0 = time.time()
     try:
         for step in range(start + 1, config.train.total_steps + 1):
-            batch = _global_batch(_model_inputs(next(train_it)), mesh, rules)
+            batch = global_batch(_model_inputs(next(train_it)), mesh, rules)
             state, metrics = step_fn(state, teacher, stats_arrays, batch)
             if step % config.train.log_every == 0 or step == config.train.total_steps:
                 if not bool(metrics["finite"]):
@@ -208,7 +208,7 @@ def evaluate(eval_fn, state, teacher, stats_arrays, data_cfg, config, mesh, rule
     it = iter(_dataset(data_cfg, "eval", config, local_batch, augment=False)[0])
     totals: dict = {}
     for _ in range(config.train.eval_batches):
-        m = eval_fn(state["params"], teacher, stats_arrays, _global_batch(_model_inputs(next(it)), mesh, rules))
+        m = eval_fn(state["params"], teacher, stats_arrays, global_batch(_model_inputs(next(it)), mesh, rules))
         for k, v in m.items():
             totals[k] = totals.get(k, 0.0) + float(v) / config.train.eval_batches
     return totals

@@ -52,7 +52,18 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    adamw = optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                        mask=decay_mask)
+def _adamw(cfg: OptimConfig) -> optax.GradientTransformation:
+    return optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                       mask=decay_mask)
+
+
+def make_optimizer(cfg: OptimConfig, group_lrs: dict[str, float] | None = None) -> optax.GradientTransformation:
+    """AdamW (+ global-norm clipping over all parameters). `group_lrs` {top-level key: peak lr} gives those
+    subtrees of a dict-shaped parameter tree their own schedule (same warmup and decay shape)."""
+    adamw = _adamw(cfg)
+    if group_lrs:
+        def labels(params):
+            return {k: jax.tree.map(lambda _, k=k: k if k in group_lrs else "main", v) for k, v in params.items()}
+        transforms = {"main": adamw} | {k: _adamw(dataclasses.replace(cfg, peak_lr=lr)) for k, lr in group_lrs.items()}
+        adamw = optax.multi_transform(transforms, labels)
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw) if cfg.clip_norm > 0 else adamw

@@ -1,0 +1,78 @@
+"""Language Model Adaptation: fine-tune the projector and LLM (LoRA or full) on video QA through a visual path.
+
+    python -m liteframe_jax.train --config configs/lma.py[:variant=tiny|8b,encoder=student,...] --workdir DIR
+
+encoder: "student" (LiteFrame; student.checkpoint = the CTD run's DIR/student), "teacher" (InternVL3, 256-style
+  tokens per frame) or "teacher_wap" (the teacher + post-hoc WAP compression).
+trainable: comma list from projector, lora, llm, student (student at optim_student_lr when > 0).
+curriculum: "FRAMES:STEPS,FRAMES:STEPS,..." e.g. "64:2000,256:2000,512:1000"; total steps = the sum.
+variant=tiny (default): tiny random teacher (unless teacher.checkpoint), the built-in tiny tokenizer, the embedded
+  synthetic video-QA benchmark; minutes on a CPU. variant=8b: teacher.checkpoint and data.train_file required.
+"""
+
+import ml_collections
+
+from configs import internvl3_8b, internvl3_tiny
+from configs.common import parse_arg
+from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.models.lora import LoRAConfig
+from liteframe_jax.train.optim import OptimConfig
+
+
+def get_config(arg: str | None = None):
+    args = parse_arg(arg, variant="tiny", encoder="student", trainable="projector,lora", curriculum="",
+                     batch_size=0)
+    if args.variant not in ("tiny", "8b"):
+        raise ValueError(f"variant={args.variant!r} must be tiny or 8b")
+    tiny = args.variant == "tiny"
+    c = ml_collections.ConfigDict()
+    c.kind = "lma"
+    c.variant = args.variant
+    c.seed = 0
+    c.encoder = args.encoder
+    c.trainable = args.trainable
+    c.curriculum = args.curriculum or ("8:60" if tiny else "64:2000,256:2000,512:1000")
+
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.checkpoint = ""  # imported InternVL3 dir (projector + LLM [+ ViT for teacher encoders])
+    c.teacher.model = (internvl3_tiny if tiny else internvl3_8b).get_config().model
+    c.student = ml_collections.ConfigDict()
+    c.student.checkpoint = ""  # LiteFrame encoder from CTD (DIR/student); "" = random student (tiny demo only)
+    c.wap = ml_collections.ConfigDict(WAPConfig(window=(2, 2, 2) if tiny else (4, 2, 2)).to_dict())  # teacher_wap
+    c.lora = ml_collections.ConfigDict(LoRAConfig(rank=8 if tiny else 64, alpha=16.0 if tiny else 128.0).to_dict())
+
+    c.optim = ml_collections.ConfigDict(OptimConfig(peak_lr=2e-3 if tiny else 1e-4, warmup_steps=5 if tiny else 100,
+                                                    total_steps=1, weight_decay=0.0).__dict__)
+    c.optim_projector_lr = 0.0  # > 0: the projector's own peak lr (paper proposal: 2e-5 with LoRA at 1e-4)
+    c.optim_student_lr = 0.0  # > 0: the student's own peak lr when it trains
+
+    c.data = ml_collections.ConfigDict()
+    c.data.train_file = ""  # JSONL QA records (liteframe_jax.data.video_qa); "" = embedded synthetic benchmark
+    c.data.eval_file = ""
+    c.data.tokenizer = ""  # tokenizer dir; "" = the teacher checkpoint's, or the built-in tiny one (tiny variant)
+    c.data.image_size = tuple(c.teacher.model.vision.image_size)
+    c.data.max_length = 224 if tiny else 16384
+    c.data.sampling = "segment"
+    c.data.fps = 1.0
+    c.data.decode_threads = 1
+    c.data.system_message = "" if tiny else "default"  # "default": InternVL's; "": no system turn; else the text
+    c.data.synthetic_train_videos = 400
+    c.data.synthetic_test_videos = 60
+    c.data.synthetic_video_frames = 16
+    c.data.synthetic_video_size = 112
+    c.data.synthetic_seed = 0
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding_rules = [("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
+                        ("kv_heads", "tensor"), ("vocab", "tensor")]
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = args.batch_size or (8 if tiny else 64)
+    c.train.log_every = 5 if tiny else 20
+    c.train.eval_every = 30 if tiny else 1000
+    c.train.eval_batches = 2 if tiny else 20
+    c.train.checkpoint_every = 20 if tiny else 500
+    c.train.keep_checkpoints = 2
+    c.train.async_checkpoints = True
+    c.train.stop_at_step = -1
+    return c
