@@ -20,6 +20,8 @@ import numpy as np
 from flax import linen as nn
 
 from liteframe_jax.checkpoints import store
+from liteframe_jax.compression.teacher_targets import targets_to_llm_tokens, teacher_targets
+from liteframe_jax.compression.wap import WAPConfig, compressed_grid_shape
 from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.internvl import InternVL, abstract_params
 from liteframe_jax.models.layers import compute_dtype
@@ -44,10 +46,13 @@ def _positions(mask: jax.Array) -> jax.Array:
     return jnp.where(mask > 0, pos, 1)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(cfg: ModelConfig, params, pixels):
-    """(F, H, W, 3) -> (Nv, d_llm): the teacher per frame, the student over the whole clip."""
-    if isinstance(cfg, InternVLConfig):
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _encode(cfg: ModelConfig, params, pixels, wap: WAPConfig | None = None):
+    """(F, H, W, 3) -> (Nv, d_llm): the teacher per frame (then post-hoc WAP if given), the student over the
+    whole clip."""
+    if wap is not None:
+        out = targets_to_llm_tokens(cfg, params, teacher_targets(cfg, params, pixels[None], wap), wap)
+    elif isinstance(cfg, InternVLConfig):
         out = InternVL(cfg).apply({"params": params}, pixels, method=InternVL.encode_images)
     else:
         out = LiteFrameVLM(cfg, with_llm=False).apply({"params": params}, pixels[None],
@@ -93,6 +98,8 @@ class VideoLLM:
     config: ModelConfig
     params: dict
     path: Path | None = None
+    wap: WAPConfig | None = None  # teacher only: compress its tokens post hoc before the LLM
+    _tokenizer: object = dataclasses.field(default=None, repr=False)
 
     @property
     def is_liteframe(self) -> bool:
@@ -110,12 +117,29 @@ class VideoLLM:
     @property
     def frames_per_group(self) -> int:
         """Frames that share one `<img>...</img>` block in the prompt (1 for the teacher)."""
+        if self.wap is not None:
+            return self.wap.window[0]
         return self.config.frames_per_group if self.is_liteframe else 1
 
     def tokens_per_group(self, image_hw: tuple[int, int] | None = None) -> int:
         if self.is_liteframe:
             return self.config.tokens_per_group(image_hw)
+        if self.wap is not None:
+            _, h, w, _ = compressed_grid_shape(self.wap, self.config, self.wap.window[0], image_hw)
+            f = self.config.shuffle_factor
+            return (h // f) * (w // f) if self.wap.location == "pre_shuffle" else h * w
         return self.config.tokens_per_frame(image_hw)
+
+    @property
+    def tokenizer(self):
+        """The tokenizer stored with the checkpoint (loaded on first use)."""
+        if self._tokenizer is None:
+            from liteframe_jax.data.tokenizer import load_tokenizer
+            if self.path is None:
+                raise ValueError("this model has no checkpoint directory to load a tokenizer from; pass one to "
+                                 "`answer(..., tokenizer=...)`")
+            self._tokenizer = load_tokenizer(self.path)
+        return self._tokenizer
 
     def num_visual_tokens(self, num_frames: int, image_hw: tuple[int, int] | None = None) -> int:
         groups = -(-num_frames // self.frames_per_group)
@@ -132,6 +156,9 @@ class VideoLLM:
         else:
             channels, patch, stride = c.vision.num_channels, c.vision.patch_size, c.shuffle_factor
             what = f"patch {patch} x pixel-shuffle {stride}"
+            if self.wap is not None:
+                stride *= self.wap.window[1]
+                what += f" x WAP window {self.wap.window[1]}"
         if pixels.ndim != 4 or pixels.shape[-1] != channels:
             raise ValueError(f"pixels must be (F, H, W, {channels}) normalized floats, got {pixels.shape}")
         step = patch * stride
@@ -167,7 +194,7 @@ class VideoLLM:
     def encode_frames(self, pixels) -> jax.Array:
         """pixels (F, H, W, 3) float32, normalized -> LLM-space visual tokens (num_visual_tokens(F), d_llm):
         F * tokens_per_frame for the teacher; ceil(F / frames_per_group) * tokens_per_group for LiteFrame."""
-        return _encode(self.config, self.params, self._check_pixels(pixels))
+        return _encode(self.config, self.params, self._check_pixels(pixels), self.wap)
 
     def _need_llm(self):
         if "llm" not in self.params:
@@ -201,21 +228,43 @@ class VideoLLM:
             tokens = np.where(after, pad, tokens)
         return tokens
 
+    def answer(self, pixels, question: str, max_new_tokens: int = 32, system_message: str | None = "default",
+               tokenizer=None) -> str:
+        """Answers `question` about a clip: pixels (F, H, W, 3) normalized frames -> decoded text (up to the
+        end-of-turn token). The prompt is InternVL's chat template with one `<img>` block per frame group."""
+        from liteframe_jax.data.prompts import DEFAULT_SYSTEM_MESSAGE
+        from liteframe_jax.data.qa_pipeline import PromptLayout, prompt_ids
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question is empty")
+        tok = tokenizer or self.tokenizer
+        pixels = self._check_pixels(pixels)
+        layout = PromptLayout(self.tokens_per_group(pixels.shape[1:3]), self.frames_per_group)
+        system = DEFAULT_SYSTEM_MESSAGE if system_message == "default" else system_message
+        ids = prompt_ids(tok, question, pixels.shape[0], layout, system)
+        new = self.generate(ids[None], pixels, max_new_tokens=max_new_tokens)[0]
+        eos = self.ids.eos_token_id
+        if eos is not None and (new == eos).any():
+            new = new[:int(np.argmax(new == eos))]
+        return tok.decode(new.tolist(), skip_special_tokens=True).strip()
+
 
 def from_params(config: ModelConfig, params) -> VideoLLM:
     params = nn.unbox(params)
     return VideoLLM(config.validate(), jax.tree.map(jnp.asarray, params))
 
 
-def load(path: str | Path, dtype: str | None = None) -> VideoLLM:
+def load(path: str | Path, dtype: str | None = None, wap: WAPConfig | None = None) -> VideoLLM:
     """Loads our checkpoint directory (an imported InternVL teacher, or a LiteFrame model, LoRA merged), or
     imports a PyTorch InternVL3 directory (config.json + safetensors) on the fly. `dtype` ("float32" |
-    "bfloat16") overrides the compute dtype."""
+    "bfloat16") overrides the compute dtype. `wap` compresses a teacher's tokens post hoc (InternVL checkpoints
+    adapted with encoder=teacher_wap record theirs)."""
     path = Path(path)
     if store.is_checkpoint(path):
         meta = store.read_metadata(path)
         if meta["kind"] == "liteframe":
             from liteframe_jax.checkpoints.liteframe_store import load_liteframe
+            if wap is not None:
+                raise ValueError("post-hoc WAP applies to teacher (InternVL) models, not to LiteFrame")
             cfg, params, _ = load_liteframe(path, dtype)
             model = from_params(cfg, params)
             model.path = path
@@ -224,6 +273,8 @@ def load(path: str | Path, dtype: str | None = None) -> VideoLLM:
             raise ValueError(f"{path} holds a {meta['kind']!r} checkpoint, not an InternVL or LiteFrame model")
         cfg = InternVLConfig.from_dict(meta["model"]).validate()
         params = store.restore_params(path, nn.unbox(abstract_params(cfg)))
+        if wap is None and meta.get("post_hoc_wap"):
+            wap = WAPConfig.from_dict(meta["post_hoc_wap"])
     elif (path / "config.json").is_file():
         from liteframe_jax.checkpoints.import_internvl import import_internvl3
         cfg, params, _ = import_internvl3(path)
@@ -234,4 +285,8 @@ def load(path: str | Path, dtype: str | None = None) -> VideoLLM:
         cfg = cfg.replace(dtype=dtype).validate()
     model = from_params(cfg, params)
     model.path = path
+    if wap is not None:
+        if model.is_liteframe:
+            raise ValueError("post-hoc WAP applies to teacher (InternVL) models, not to LiteFrame")
+        model.wap = wap.validate()
     return model

@@ -53,3 +53,11 @@ class TrainCheckpointer:
 def abstract_with_shardings(abstract_tree, shardings):
     """ShapeDtypeStructs of `abstract_tree` that carry `shardings` (restore targets)."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)
+
+
+def to_host(tree):
+    """Full numpy copies of (possibly multi-host sharded) arrays; every process must call it."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)

@@ -20,13 +20,14 @@ from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator, CTDL
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.internvl import abstract_params, init_params
 from liteframe_jax.sharding import make_mesh, rules_from_config
-from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings
+from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings, to_host
 from liteframe_jax.train.ctd_step import (CTDSetup, batch_shardings, init_state, make_eval_step, make_train_step,
                                           state_shardings, teacher_shardings)
 from liteframe_jax.train.metrics_log import MetricsLogger
 from liteframe_jax.train.optim import OptimConfig, make_optimizer, schedule
 
 STATS_FILE = "target_stats.json"
+STUDENT_DIR = "student"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -195,12 +196,32 @@ def run(config, workdir: str | Path) -> dict:
             if stopping:
                 log.message(f"stopping at step {step} as configured (train.stop_at_step)")
                 break
+        else:
+            out = save_student(config, setup, state, teacher, workdir / STUDENT_DIR)
+            if main:
+                log.message(f"student encoder written to {out} (use it as student.checkpoint in configs/lma.py)")
     finally:
         ckpt.close()
         log.close()
     if skips.count or skipped_before:
         print(f"skipped {skipped_before + skips.count} unreadable examples in total", file=sys.stderr)
     return last
+
+
+def save_student(config, setup: CTDSetup, state, teacher, dst: Path) -> Path:
+    """The distilled encoder as a LiteFrame checkpoint: student + the teacher's projector (the connector it was
+    distilled into), tokenizer files of the teacher checkpoint, and where the student's tokens live."""
+    from liteframe_jax.checkpoints.liteframe_store import save_liteframe
+    from liteframe_jax.models.liteframe import LiteFrameConfig
+
+    cfg = LiteFrameConfig(setup.student, setup.teacher, setup.wap.location)
+    params = to_host({"student": state["params"], "projector": teacher["projector"]})
+    if jax.process_index() != 0:
+        return dst
+    provenance = {"stage": "ctd", "steps": int(state["step"]), "wap": setup.wap.to_dict(),
+                  "teacher": teacher_identity(config)}
+    return save_liteframe(dst, cfg, params, stage="ctd", tokenizer_dir=config.teacher.checkpoint or None,
+                          provenance=provenance, overwrite=True)
 
 
 def evaluate(eval_fn, state, teacher, stats_arrays, data_cfg, config, mesh, rules, local_batch) -> dict:

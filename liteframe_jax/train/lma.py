@@ -27,7 +27,7 @@ from liteframe_jax.models.internvl import abstract_params, init_params
 from liteframe_jax.models.liteframe import LiteFrameConfig, init_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora
 from liteframe_jax.sharding import make_mesh, rules_from_config
-from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings
+from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings, to_host
 from liteframe_jax.train.ctd import NonFiniteLossError, global_batch
 from liteframe_jax.train.lma_step import (LMASetup, combine, init_state, make_eval_step, make_train_step,
                                           state_shardings)
@@ -243,7 +243,8 @@ def run(config, workdir: str | Path) -> dict:
                 break
         else:
             out = save_model(config, setup, state, frozen, workdir / MODEL_DIR, tokenizer_dir)
-            log.message(f"adapted model written to {out}")
+            if main:
+                log.message(f"adapted model written to {out}")
     finally:
         ckpt.close()
         log.close()
@@ -293,8 +294,9 @@ def evaluate(eval_fn, state, frozen, records, tokenizer, qa_cfg, layout, config,
 def save_model(config, setup: LMASetup, state, frozen, dst: Path, tokenizer_dir: Path) -> Path:
     """The adapted pipeline as a loadable checkpoint: LiteFrame (LoRA kept unmerged, merged on load/export) for
     encoder=student; an InternVL checkpoint (LoRA merged; post-hoc WAP recorded) for the teacher encoders."""
-    trainable = jax.device_get(state["params"])
-    frozen = jax.device_get(frozen)
+    trainable, frozen = to_host((state["params"], frozen))
+    if jax.process_index() != 0:
+        return dst
     provenance = {"stage": "lma", "encoder": setup.encoder, "trainable": list(setup.trainable),
                   "curriculum": config.curriculum, "teacher_checkpoint": config.teacher.checkpoint,
                   "student_checkpoint": config.student.checkpoint}
