@@ -39,6 +39,8 @@ def get_config(arg: str | None = None):
     else:
         student, wap = StudentConfig(dtype="bfloat16"), WAPConfig()
     c.student = ml_collections.ConfigDict(student.to_dict())
+    # optional image ViT (HF ViT / CLIP / SigLIP safetensors dir) for the student's spatial part; "" = random
+    c.student_init_checkpoint = ""
     c.wap = ml_collections.ConfigDict(wap.to_dict())
     c.loss = ml_collections.ConfigDict(CTDLossConfig().__dict__)
     steps = args.steps or (40 if tiny else 100_000)

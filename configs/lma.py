@@ -4,7 +4,7 @@
 
 encoder: "student" (LiteFrame; student.checkpoint = the CTD run's DIR/student), "teacher" (InternVL3, 256-style
   tokens per frame) or "teacher_wap" (the teacher + post-hoc WAP compression).
-trainable: comma list from projector, lora, llm, student (student at optim_student_lr when > 0).
+trainable: "+"-joined groups from projector, lora, llm, student, e.g. projector+lora (student at optim_student_lr when > 0).
 curriculum: "FRAMES:STEPS,FRAMES:STEPS,..." e.g. "64:2000,256:2000,512:1000"; total steps = the sum.
 variant=tiny (default): tiny random teacher (unless teacher.checkpoint), the built-in tiny tokenizer, the embedded
   synthetic video-QA benchmark; minutes on a CPU. variant=8b: teacher.checkpoint and data.train_file required.
@@ -20,7 +20,7 @@ from liteframe_jax.train.optim import OptimConfig
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, variant="tiny", encoder="student", trainable="projector,lora", curriculum="",
+    args = parse_arg(arg, variant="tiny", encoder="student", trainable="projector+lora", curriculum="",
                      batch_size=0)
     if args.variant not in ("tiny", "8b"):
         raise ValueError(f"variant={args.variant!r} must be tiny or 8b")

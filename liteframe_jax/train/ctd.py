@@ -150,6 +150,8 @@ def run(config, workdir: str | Path) -> dict:
         train_it.set_state(data_state["iterator"])
     else:
         state = init_state(setup, tx, mesh, seed=config.seed, rules=rules)
+        if config.student_init_checkpoint:
+            state = _init_from_vit(config, setup, state, sh)
     example = {"pixels": np.zeros((local_batch, *next_shape(data_cfg)), np.float32)}
     if config.train.target_cache:
         example["targets"] = np.zeros((local_batch, *setup.student.output_shape(data_cfg.num_frames)), np.float32)
@@ -206,6 +208,20 @@ def run(config, workdir: str | Path) -> dict:
     if skips.count or skipped_before:
         print(f"skipped {skipped_before + skips.count} unreadable examples in total", file=sys.stderr)
     return last
+
+
+def _init_from_vit(config, setup: CTDSetup, state, shardings):
+    """Overwrites the student's spatial part (patch embed, positions, blocks) with an image ViT's weights; the
+    optimizer state (zero moments) does not depend on the values, so only the params are replaced."""
+    from liteframe_jax.checkpoints.vit_init import init_student_from_vit
+
+    params, report = init_student_from_vit(to_host(state["params"]), setup.student, config.student_init_checkpoint)
+    if jax.process_index() == 0:
+        print(f"student initialized from {config.student_init_checkpoint} ({report['layout']} layout): "
+              f"{len(report['loaded'])} tensors loaded, {len(report['kept_init'])} kept their init", file=sys.stderr)
+        for w in report["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
+    return {**state, "params": jax.device_put(params, shardings["params"])}
 
 
 def save_student(config, setup: CTDSetup, state, teacher, dst: Path) -> Path:

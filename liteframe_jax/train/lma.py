@@ -67,7 +67,7 @@ def stage_at(curriculum: list[tuple[int, int]], step: int) -> int:
 def parse(config):
     """Validates the whole config before anything compiles -> (setup, optim, curriculum, group lrs)."""
     teacher = _teacher_config(config)
-    trainable = tuple(x for x in config.trainable.replace(" ", "").split(",") if x)
+    trainable = tuple(x for x in config.trainable.replace(" ", "").replace(",", "+").split("+") if x)
     lora = LoRAConfig.from_dict(config.lora.to_dict()) if "lora" in trainable else None
     liteframe = _liteframe_config(config, teacher) if config.encoder == "student" else None
     wap = WAPConfig.from_dict(config.wap.to_dict()).validate() if config.encoder == "teacher_wap" else None
