@@ -1,0 +1,189 @@
+"""`liteframe_jax.evaluate`: letter parsing, log-likelihood scoring against model.logits, accuracy/chance math,
+batched generation against single answers, and the CLI's reports and errors."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from liteframe_jax.data.prompts import encode_prompt
+from liteframe_jax.data.qa_pipeline import prompt_ids, question_text
+from liteframe_jax.data.synthetic import SyntheticVideoSpec
+from liteframe_jax.data.video_qa import LETTERS, QARecord, build_synthetic_benchmark, write_records
+from liteframe_jax.evaluate import _loglik_batch, evaluate_benchmark, parse_choice
+from liteframe_jax.generate import answer, clip_pixels, load_model, prompt_layout
+from tests.test_generate import build_tiny_checkpoints, cli_env
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES = 4
+SPEC = SyntheticVideoSpec(num_frames=8, size=56)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return build_tiny_checkpoints(tmp_path_factory.getbasetemp() / "tiny_video_llm")
+
+
+@pytest.fixture(scope="module")
+def model(checkpoints):
+    return load_model(checkpoints[0])
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return cli_env(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def records():
+    return build_synthetic_benchmark(SPEC, 2)  # 8 questions about 2 videos, 3 or 4 options each
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "liteframe_jax.evaluate", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("reply, letter", [
+    ("B", "B"), ("B.", "B"), ("(B)", "B"), ("[C]", "C"), ("b", "B"), ("**D**", "D"), ("B) red", "B"),
+    ("C. the red square", "C"), ("The answer is B", "B"), ("The answer is B because it moves.", "B"),
+    ("Answer: (C)", "C"), ("The correct option is D.", "D"), ("I think C.", "C"), ("A", "A"),
+    ("green", "B"), ("The Green.", "B"),  # the reply is one option's text
+    ("A red square moves", None), ("E", None), ("", None), ("no idea", None), ("Apple", None),
+])
+def test_parse_choice(reply, letter):
+    assert parse_choice(reply, 4, ("red", "green", "blue", "the red square")) == letter
+
+
+def _direct_logliks(model, record, answers, system=None):
+    """log p(answer tokens | prompt) per answer, one full model.logits call per answer (no batching)."""
+    pixels = clip_pixels(model, record, FRAMES)
+    prompt = prompt_ids(model.tokenizer, question_text(record), FRAMES, prompt_layout(model), system)
+    out = []
+    for tokens in answers:
+        ids = np.concatenate([prompt, tokens])[None]
+        logp = np.asarray(jax.nn.log_softmax(model.logits(ids, pixels)[0], axis=-1))
+        out.append(sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(tokens)))
+    return out
+
+
+def test_loglik_scores_equal_model_logits_and_pick_the_most_likely_letter(model, records):
+    picked = records[:3]  # batch_size 2: two calls, the second with a padding row; prompts of different lengths
+    result = evaluate_benchmark(model, picked, FRAMES, "loglik", batch_size=2, system_message="none")
+    assert [p["id"] for p in result["predictions"]] == [r.id for r in picked]
+    for record, pred in zip(picked, result["predictions"]):
+        letters = [encode_prompt(model.tokenizer, x) for x in LETTERS[:len(record.options)]]
+        direct = _direct_logliks(model, record, letters)
+        np.testing.assert_allclose(pred["scores"], direct, atol=1e-4)
+        assert pred["prediction"] == LETTERS[int(np.argmax(direct))]
+        assert max(direct) - sorted(direct)[-2] > 1e-3  # the pick is not a numerical tie
+    assert result["unparsed"] == 0 and result["encode_prefill_ms_per_example"] is not None
+
+
+def test_loglik_of_multi_token_answers_equals_model_logits(model, records):
+    record = records[0]
+    tok = model.tokenizer
+    answers = [encode_prompt(tok, f"{x}. {o}").tolist() for x, o in zip(LETTERS, record.options)]
+    assert min(len(a) for a in answers) > 1
+    pixels = clip_pixels(model, record, FRAMES)
+    key = ("k",)
+    prompt = prompt_ids(tok, question_text(record), FRAMES, prompt_layout(model), None)
+    scores = _loglik_batch(model, [{"key": key}], {key: model.encode_frames(pixels)}, [prompt], [answers], 3)
+    np.testing.assert_allclose(scores[0], _direct_logliks(model, record, answers), atol=1e-4)
+
+
+def test_accuracy_and_chance_math(model, records):
+    first = evaluate_benchmark(model, records[:6], FRAMES, "loglik", batch_size=4, system_message="none")
+    predicted = [p["prediction"] for p in first["predictions"]]
+    right = [True, False, True, True, False, False]
+    changed = []
+    for i, (record, pred, ok) in enumerate(zip(records[:6], predicted, right)):
+        wrong = next(x for x in LETTERS[:len(record.options)] if x != pred)
+        changed.append(dataclasses.replace(record, answer=pred if ok else wrong, task="t1" if i < 3 else "t2"))
+    result = evaluate_benchmark(model, changed, FRAMES, "loglik", batch_size=4, system_message="none")
+    chance = [1 / len(r.options) for r in changed]
+    assert result["overall"] == {"accuracy": 0.5, "correct": 3, "total": 6, "chance": pytest.approx(np.mean(chance))}
+    assert result["per_task"]["t1"] == {"accuracy": pytest.approx(2 / 3), "correct": 2, "total": 3,
+                                        "chance": pytest.approx(np.mean(chance[:3])), "unparsed": 0}
+    assert result["per_task"]["t2"]["correct"] == 1 and result["per_task"]["t2"]["total"] == 3
+    assert [p["correct"] for p in result["predictions"]] == right
+
+
+def test_batched_generation_matches_single_answers_and_skips_open_questions(model, records):
+    open_question = QARecord(video="synthetic:0:1", question="What happens?", answer="things", id="open")
+    picked = [records[0], open_question, records[5]]
+    result = evaluate_benchmark(model, picked, FRAMES, "generate", batch_size=2, max_new_tokens=5,
+                                system_message="none")
+    assert result["skipped"] == [{"index": 1, "id": "open", "reason": "not multiple choice (no options); "
+                                                                      "open-ended answers are not scored"}]
+    assert result["overall"]["total"] == 2
+    for record, pred in zip([picked[0], picked[2]], result["predictions"]):
+        expected = answer(model, clip_pixels(model, record, FRAMES), question_text(record), 5, system_message="none")
+        assert pred["response"] == expected
+        assert pred["prediction"] == parse_choice(expected, len(record.options), record.options)
+    assert result["unparsed"] == sum(p["prediction"] is None for p in result["predictions"])
+
+
+def test_cli_reports_malformed_lines_unreadable_videos_and_open_questions(checkpoints, records, env, tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    good = [dataclasses.replace(records[0], id="q1"), dataclasses.replace(records[1], id="x")]
+    lines = [
+        good[0].to_json(),                                                  # 1
+        "",                                                                 # 2 blank: ignored
+        "{not json",                                                        # 3
+        json.dumps({"video": "synthetic:0:1", "options": ["a", "b"], "answer": "A"}),  # 4 no question
+        good[1].to_json(),                                                  # 5
+        good[1].to_json(),                                                  # 6 duplicate id
+        json.dumps({"id": "gone", "video": str(tmp_path / "gone.mp4"), "question": "q?", "options": ["a", "b"],
+                    "answer": "A"}),                                        # 7 missing video file
+        json.dumps({"id": "open", "video": "synthetic:0:1", "question": "q?", "answer": "yes"}),  # 8 open question
+    ]
+    bench.write_text("\n".join(lines) + "\n")
+    out_json = tmp_path / "result.json"
+    out = cli("--checkpoint", checkpoints[0], "--benchmark", bench, "--method", "loglik", "--frames", FRAMES,
+              "--system_message", "none", "--out", out_json, env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out_json.read_text())
+    assert [(s["line"], s.get("id")) for s in result["skipped"]] == [(3, None), (4, None), (6, None), (7, "gone"),
+                                                                     (8, "open")]
+    assert "question is missing" in result["skipped"][1]["reason"] and "duplicate id" in result["skipped"][2]["reason"]
+    assert result["skipped"][3]["reason"] == "file not found"
+    assert [p["line"] for p in result["predictions"]] == [1, 5]
+    for key in ("checkpoint", "benchmark", "method", "num_frames", "tokens_per_frame_group", "frames_per_group",
+                "visual_tokens", "overall", "per_task", "unparsed", "seconds"):
+        assert key in result
+    assert result["num_frames"] == FRAMES and result["visual_tokens"] == 2 * result["tokens_per_frame_group"]
+    assert result["overall"]["total"] == 2
+    assert "overall" in out.stdout and "chance" in out.stdout
+    assert f"{bench}:3: skipped malformed record" in out.stderr
+    assert not list(tmp_path.glob(".result.json*"))  # the atomic write left no temporary file
+
+
+def test_cli_errors_and_help(checkpoints, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{broken\n[1, 2]\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    gone = tmp_path / "gone.jsonl"
+    write_records(gone, [QARecord(video=str(tmp_path / "nothing.mp4"), question="q?", options=("a", "b"),
+                                  answer="B")])
+    cases = [
+        (["--benchmark", bad], "has no valid records (2 malformed lines)"),
+        (["--benchmark", empty], "has no valid records"),
+        (["--benchmark", tmp_path / "missing.jsonl"], "does not exist"),
+        (["--benchmark", gone, "--checkpoint", checkpoints[1]], "encoder-only LiteFrame checkpoint"),
+        (["--benchmark", gone], "could be evaluated (1 skipped; first: line 1: file not found)"),
+    ]
+    procs = [subprocess.Popen([sys.executable, "-m", "liteframe_jax.evaluate", "--checkpoint", str(checkpoints[0]),
+                               *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args, _ in cases]
+    for proc, (_, message) in zip(procs, cases):
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 1 and "error: " in stderr and message in stderr, (message, stderr)
+    helped = cli("--help")
+    assert helped.returncode == 0 and "loglik" in helped.stdout and "unparsed" in helped.stdout
