@@ -174,6 +174,10 @@ def run(config, workdir: str | Path) -> dict:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     rules = rules_from_config(config.sharding_rules)
     mesh = make_mesh(dict(config.mesh))
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.train.batch_size % shards:
+        raise ValueError(f"train.batch_size={config.train.batch_size} must be a multiple of the batch shards "
+                         f"data x fsdp = {shards} of mesh {dict(mesh.shape)}")
     tx = make_optimizer(optim, group_lrs)
     total = optim.total_steps
     local_batch = config.train.batch_size // jax.process_count()
