@@ -137,7 +137,6 @@ def latency_ms(model, ids, pixels, repeats: int) -> dict:
 
 
 def evaluate_pipelines(work: Path, models: dict, summary: dict) -> list[dict]:
-
     import liteframe_jax as lf
     from liteframe_jax.data.frames import normalize_frames
     from liteframe_jax.data.qa_pipeline import PromptLayout, prompt_ids, question_text, record_frames
