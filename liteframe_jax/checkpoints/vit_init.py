@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from liteframe_jax.checkpoints.import_internvl import unflatten
 from liteframe_jax.checkpoints.safetensors_stream import (INDEX_FILE, PICKLE_SUFFIXES, CheckpointFormatError,
                                                           PickleCheckpoint, SafetensorsCheckpoint,
                                                           find_pickle_weights, read_header)
@@ -118,7 +119,7 @@ def init_student_from_vit(params: dict, cfg: StudentConfig, path, *, allow_pickl
     report["loaded"] = [p for p in flat if p in loaded]
     report["kept_init"] = [p for p in flat if p not in loaded]
     report["ignored_source_keys"] = sorted(k for k in weights.tensors if k not in used)
-    return _unflatten(new), report
+    return unflatten(new), report
 
 
 def pi_resize_patch_kernel(weight: np.ndarray, new_hw: tuple[int, int]) -> np.ndarray:
@@ -373,12 +374,3 @@ def _flatten_params(tree, prefix: str = "") -> dict:
     return out
 
 
-def _unflatten(flat: dict) -> dict:
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        *parents, leaf = path.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out

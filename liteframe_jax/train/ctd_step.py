@@ -22,6 +22,7 @@ from liteframe_jax.losses.ctd import ChannelStats, CTDLossConfig, ctd_loss, fide
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.internvl import abstract_params
 from liteframe_jax.models.student import LiteFrameStudent, abstract_student, init_student
+from liteframe_jax.train.optim import guarded_update
 from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, param_shardings
 
 
@@ -87,13 +88,7 @@ def _step(setup: CTDSetup, tx, state, teacher_params, stats_arrays, batch):
         pred = LiteFrameStudent(setup.student).apply({"params": params}, batch["pixels"])
         return ctd_loss(pred, targets, stats, setup.loss)
 
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    new = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates), "opt": opt}
-    finite = jnp.isfinite(loss)
-    # a non-finite loss leaves the state untouched, so the caller can stop with the last good state intact
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    return new, {**terms, "grad_norm": optax.tree.norm(grads), "finite": finite}
+    return guarded_update(tx, state, loss_fn)
 
 
 def _eval(setup: CTDSetup, params, teacher_params, stats_arrays, batch):

@@ -26,6 +26,7 @@ from liteframe_jax.models.layers import compute_dtype
 from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM, abstract_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora, merge_lora
 from liteframe_jax.models.qwen2 import Qwen2
+from liteframe_jax.train.optim import guarded_update
 from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, param_shardings
 
 ENCODERS = ("student", "teacher", "teacher_wap")
@@ -185,12 +186,7 @@ def _step(setup: LMASetup, tx, state, frozen, batch):
         logits = lm_logits(setup, combine(setup, trainable, frozen), batch)
         return answer_loss(logits, batch["input_ids"], batch["loss_mask"])
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    new = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates), "opt": opt}
-    finite = jnp.isfinite(loss)
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    return new, {**metrics, "grad_norm": optax.tree.norm(grads), "finite": finite}
+    return guarded_update(tx, state, loss_fn)
 
 
 def _eval(setup: LMASetup, trainable, frozen, batch):

@@ -67,3 +67,17 @@ def make_optimizer(cfg: OptimConfig, group_lrs: dict[str, float] | None = None) 
         transforms = {"main": adamw} | {k: _adamw(dataclasses.replace(cfg, peak_lr=lr)) for k, lr in group_lrs.items()}
         adamw = optax.multi_transform(transforms, labels)
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw) if cfg.clip_norm > 0 else adamw
+
+
+def guarded_update(tx: optax.GradientTransformation, state: dict, loss_fn):
+    """One optimizer step on state {"step", "params", "opt"} with `loss_fn(params) -> (loss, metrics)`.
+    A non-finite loss leaves the state untouched (so the caller can stop with the last good state intact).
+    Returns (new state, metrics + grad_norm + finite)."""
+    import jax.numpy as jnp
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    new = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates), "opt": opt}
+    finite = jnp.isfinite(loss)
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+    return new, {**metrics, "grad_norm": optax.tree.norm(grads), "finite": finite}
