@@ -53,3 +53,15 @@ def test_gradients_are_clipped_to_the_global_norm_before_adam():
 def test_invalid_optimizer_configs_are_rejected():
     with pytest.raises(ValueError, match="warmup_steps=20 must lie in"):
         OptimConfig(warmup_steps=20, total_steps=10).validate()
+
+
+def test_param_groups_get_their_own_peak_learning_rate():
+    import jax
+    cfg = OptimConfig(peak_lr=1e-2, warmup_steps=0, total_steps=10, weight_decay=0.0, clip_norm=0.0)
+    tx = make_optimizer(cfg, {"student": 1e-3})
+    params = {"student": {"w": jnp.ones((2, 2))}, "projector": {"w": jnp.ones((2, 2))}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # Adam's first step moves every weight by ~lr (sign of the gradient)
+    assert abs(float(updates["projector"]["w"][0, 0]) + 1e-2) < 1e-4
+    assert abs(float(updates["student"]["w"][0, 0]) + 1e-3) < 1e-5
