@@ -26,7 +26,7 @@ def tiny(**changes) -> InternVLConfig:
     ({}, dict(hidden_size=60, num_heads=12), {}, "head_dim=5 must be even"),
     ({}, dict(rope_scaling="yarn"), {}, "text.rope_scaling='yarn'"),
     ({}, {}, dict(downsample_ratio=0.3), "downsample_ratio=0.3 must be 1/k"),
-    ({}, {}, dict(image_token_id=300), "image_token_id=300 is outside the vocabulary [0, 300)"),
+    ({}, {}, dict(image_token_id=512), "image_token_id=512 is outside the vocabulary [0, 512)"),
     ({}, {}, dict(ps_version="v3"), "ps_version='v3'"),
     ({}, {}, dict(dtype="float16"), "dtype='float16'"),
 ])
