@@ -52,7 +52,7 @@ def test_generate_pads_after_end_of_sequence(model):
     (lambda m: m.encode_frames(np.zeros((1, 42, 56, 3))), "must be a multiple of 28"),
     (lambda m: m.logits(prompt(m, 2), np.zeros((1, 56, 56, 3))), "hold 8 <IMG_CONTEXT>"),
     (lambda m: m.logits(prompt(m, 1)), "no pixels were given"),
-    (lambda m: m.logits(np.array([[1, 300]])), "input_ids must lie in [0, 300)"),
+    (lambda m: m.logits(np.array([[1, 512]])), "input_ids must lie in [0, 512)"),
     (lambda m: m.logits(np.array([[1.0, 2.0]])), "input_ids must be an integer array"),
     (lambda m: m.logits(np.array([[1, 2]]), attention_mask=np.ones((1, 3))), "attention_mask (1, 3) must match"),
     (lambda m: m.generate(np.array([[1, 2]]), max_new_tokens=0), "max_new_tokens must be a positive integer"),
