@@ -152,13 +152,15 @@ _DST = flags.DEFINE_string("dst", None, "Output directory for the PyTorch/transf
                            "unless --overwrite).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", list(DTYPES), "Dtype of the exported weights.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace OUT_DIR if it exists (atomically).")
-flags.register_validator("checkpoint", lambda v: v is not None, "--checkpoint is required")
-flags.register_validator("dst", lambda v: v is not None, "--dst is required")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # checked here, not with absl validators: those would fire in any process that merely imports this module
+    missing = [f"--{n}" for n, f in (("checkpoint", _CHECKPOINT), ("dst", _DST)) if f.value is None]
+    if missing:
+        raise app.UsageError(f"{' and '.join(missing)} required")
     t0 = time.time()
     try:
         out = export_liteframe(_CHECKPOINT.value, _DST.value, dtype=_DTYPE.value, overwrite=_OVERWRITE.value)
