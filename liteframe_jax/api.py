@@ -21,12 +21,12 @@ from flax import linen as nn
 
 from liteframe_jax.checkpoints import store
 from liteframe_jax.compression.teacher_targets import targets_to_llm_tokens, teacher_targets
-from liteframe_jax.compression.wap import WAPConfig, compressed_grid_shape
+from liteframe_jax.compression.wap import WAPConfig, llm_tokens_per_group
 from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.internvl import InternVL, abstract_params
 from liteframe_jax.models.layers import compute_dtype
 from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM
-from liteframe_jax.models.qwen2 import init_kv_cache
+from liteframe_jax.models.qwen2 import init_kv_cache, positions_from_mask
 
 ModelConfig = InternVLConfig | LiteFrameConfig
 
@@ -38,12 +38,6 @@ def _model(cfg: ModelConfig):
 def _llm_side(cfg: ModelConfig) -> InternVLConfig:
     """The config holding the LLM and the token ids (the teacher's, for LiteFrame)."""
     return cfg if isinstance(cfg, InternVLConfig) else cfg.teacher
-
-
-def _positions(mask: jax.Array) -> jax.Array:
-    """RoPE positions from a (B, L) attention mask: consecutive over real tokens (left padding allowed)."""
-    pos = jnp.cumsum(mask, axis=1) - 1
-    return jnp.where(mask > 0, pos, 1)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -63,7 +57,7 @@ def _encode(cfg: ModelConfig, params, pixels, wap: WAPConfig | None = None):
 @functools.partial(jax.jit, static_argnums=0)
 def _logits(cfg: ModelConfig, params, input_ids, visual, mask):
     model = _model(cfg)
-    logits, _ = model.apply({"params": params}, input_ids, visual, _positions(mask), mask.astype(bool))
+    logits, _ = model.apply({"params": params}, input_ids, visual, positions_from_mask(mask), mask.astype(bool))
     return logits
 
 
@@ -73,7 +67,7 @@ def _generate(cfg: ModelConfig, params, input_ids, visual, mask, max_new_tokens:
     apply = functools.partial(model.apply, {"params": params})
     b, L = input_ids.shape
     key_valid = jnp.concatenate([mask.astype(bool), jnp.ones((b, max_new_tokens), bool)], axis=1)
-    positions = _positions(mask)
+    positions = positions_from_mask(mask)
     cache = init_kv_cache(cfg.text, b, L + max_new_tokens, compute_dtype(_llm_side(cfg).dtype))
     embeds = apply(input_ids, visual, method=type(model).embed)
     logits, cache = apply(embeds, positions, key_valid, cache, 0, True, method=type(model).decode)
@@ -125,9 +119,7 @@ class VideoLLM:
         if self.is_liteframe:
             return self.config.tokens_per_group(image_hw)
         if self.wap is not None:
-            _, h, w, _ = compressed_grid_shape(self.wap, self.config, self.wap.window[0], image_hw)
-            f = self.config.shuffle_factor
-            return (h // f) * (w // f) if self.wap.location == "pre_shuffle" else h * w
+            return llm_tokens_per_group(self.wap, self.config, image_hw)
         return self.config.tokens_per_frame(image_hw)
 
     @property
@@ -228,24 +220,36 @@ class VideoLLM:
             tokens = np.where(after, pad, tokens)
         return tokens
 
+    @property
+    def end_token_id(self) -> int | None:
+        """The token that ends an answer: the config's eos id, else the tokenizer's <|im_end|> (the tiny configs
+        have no eos in the model config)."""
+        if self.ids.eos_token_id is not None:
+            return int(self.ids.eos_token_id)
+        from liteframe_jax.data.prompts import IM_END
+        token_id = self.tokenizer.convert_tokens_to_ids(IM_END)
+        return None if token_id is None or token_id == getattr(self.tokenizer, "unk_token_id", None) \
+            else int(token_id)
+
     def answer(self, pixels, question: str, max_new_tokens: int = 32, system_message: str | None = "default",
                tokenizer=None) -> str:
         """Answers `question` about a clip: pixels (F, H, W, 3) normalized frames -> decoded text (up to the
-        end-of-turn token). The prompt is InternVL's chat template with one `<img>` block per frame group."""
-        from liteframe_jax.data.prompts import DEFAULT_SYSTEM_MESSAGE
+        end-of-turn token). The prompt is InternVL's chat template with one `<img>` block per frame group;
+        system_message "default" is InternVL's, None leaves the system turn out, anything else is used as is. A
+        `tokenizer` given here is kept for later calls."""
+        from liteframe_jax.data.prompts import DEFAULT_SYSTEM_MESSAGE, decode_answer
         from liteframe_jax.data.qa_pipeline import PromptLayout, prompt_ids
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
-        tok = tokenizer or self.tokenizer
+        if tokenizer is not None:
+            self._tokenizer = tokenizer
         pixels = self._check_pixels(pixels)
         layout = PromptLayout(self.tokens_per_group(pixels.shape[1:3]), self.frames_per_group)
         system = DEFAULT_SYSTEM_MESSAGE if system_message == "default" else system_message
-        ids = prompt_ids(tok, question, pixels.shape[0], layout, system)
-        new = self.generate(ids[None], pixels, max_new_tokens=max_new_tokens)[0]
-        eos = self.ids.eos_token_id
-        if eos is not None and (new == eos).any():
-            new = new[:int(np.argmax(new == eos))]
-        return tok.decode(new.tolist(), skip_special_tokens=True).strip()
+        ids = prompt_ids(self.tokenizer, question, pixels.shape[0], layout, system)
+        eos = self.end_token_id
+        new = self.generate(ids[None], pixels, max_new_tokens=max_new_tokens, eos_token_id=eos)[0]
+        return decode_answer(self.tokenizer, new, eos)
 
 
 def from_params(config: ModelConfig, params) -> VideoLLM:

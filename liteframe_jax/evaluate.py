@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from liteframe_jax.models.qwen2 import positions_from_mask
 from liteframe_jax.generate import (DEFAULT_FRAMES, check_checkpoint, clip_pixels, decode_answer, end_token_id,
                                     load_model, prompt_layout, system_message_arg)
 
@@ -109,7 +110,7 @@ def _pad_rows(rows: list[np.ndarray], num_rows: int, side: str, pad_id: int) -> 
 def _last_logprobs(cfg, params, ids, visual, mask):
     """Log-probabilities (B, V) of the token after each left-padded row (logits of the last position only)."""
     from liteframe_jax import api
-    logits, _ = api._model(cfg).apply({"params": params}, ids, visual, api._positions(mask), mask.astype(bool),
+    logits, _ = api._model(cfg).apply({"params": params}, ids, visual, positions_from_mask(mask), mask.astype(bool),
                                       None, 0, True)
     return jax.nn.log_softmax(logits[:, -1], axis=-1)
 

@@ -106,21 +106,13 @@ def clip_pixels(model, record, num_frames: int, threads: int = 0) -> np.ndarray:
 
 
 def end_token_id(model) -> int | None:
-    """The token that ends an answer: the model's eos id, else the tokenizer's <|im_end|> (tiny configs have no
-    eos in the model config)."""
-    from liteframe_jax.data.prompts import IM_END
-    if model.ids.eos_token_id is not None:
-        return int(model.ids.eos_token_id)
-    token_id = model.tokenizer.convert_tokens_to_ids(IM_END)
-    return None if token_id is None or token_id == getattr(model.tokenizer, "unk_token_id", None) else int(token_id)
+    """The token that ends an answer (`VideoLLM.end_token_id`)."""
+    return model.end_token_id
 
 
 def decode_answer(tokenizer, tokens, eos: int | None) -> str:
-    """New tokens -> text, cut at the first end token, special tokens dropped."""
-    tokens = np.asarray(tokens)
-    if eos is not None and (tokens == eos).any():
-        tokens = tokens[:int(np.argmax(tokens == eos))]
-    return tokenizer.decode(tokens.tolist(), skip_special_tokens=True).strip()
+    from liteframe_jax.data.prompts import decode_answer as decode
+    return decode(tokenizer, tokens, eos)
 
 
 def prompt_layout(model, image_hw=None):
@@ -131,16 +123,8 @@ def prompt_layout(model, image_hw=None):
 def answer(model, pixels: np.ndarray, question: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
            system_message: str | None = "default") -> str:
     """Greedy answer to `question` about normalized frames `pixels` (F, H, W, 3); system_message as
-    `system_message_arg` ("default", "none", or the text)."""
-    from liteframe_jax.data.qa_pipeline import prompt_ids
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("the question is empty")
-    tok = model.tokenizer
-    ids = prompt_ids(tok, question, pixels.shape[0], prompt_layout(model, pixels.shape[1:3]),
-                     system_message_arg(system_message))
-    eos = end_token_id(model)
-    new = model.generate(ids[None], pixels, max_new_tokens=max_new_tokens, eos_token_id=eos)[0]
-    return decode_answer(tok, new, eos)
+    `system_message_arg` ("default", "none", or the text). Same as `VideoLLM.answer`."""
+    return model.answer(pixels, question, max_new_tokens, system_message_arg(system_message))
 
 
 # -------------------------------------------------------------------------------------------------------- CLI

@@ -88,3 +88,15 @@ def rules_from_config(rules) -> Rules:
     for name, target in rules:
         out.append((str(name), tuple(target) if isinstance(target, (list, tuple)) else target))
     return tuple(out)
+
+
+def batch_shardings(mesh: Mesh, batch, rules: Rules = DEFAULT_RULES):
+    """Batch-dimension shardings for every array of a batch pytree."""
+    return jax.tree.map(lambda x: batch_sharding(mesh, x.ndim, rules), batch)
+
+
+def global_batch(local: dict, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> dict:
+    """This process's batch (numpy) -> global arrays sharded over the batch axes (multi-host safe)."""
+    import numpy as np
+    shardings = batch_shardings(mesh, local, rules)
+    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in local.items()}

@@ -148,3 +148,10 @@ def compressed_grid_shape(cfg: WAPConfig, model_cfg: InternVLConfig, num_frames:
     if gh % kh or gw % kw:
         raise ValueError(f"{cfg.location} token grid {gh}x{gw} is not divisible by the WAP spatial window {kh}x{kw}")
     return -(-num_frames // kt), gh // kh, gw // kw, c
+
+
+def llm_tokens_per_group(cfg: WAPConfig, model_cfg: InternVLConfig, image_hw: tuple[int, int] | None = None) -> int:
+    """LLM tokens one group of kt frames becomes after WAP (and the pixel shuffle, when pooled before it)."""
+    _, h, w, _ = compressed_grid_shape(cfg, model_cfg, cfg.window[0], image_hw)
+    f = model_cfg.shuffle_factor
+    return (h // f) * (w // f) if cfg.location == "pre_shuffle" else h * w

@@ -178,3 +178,11 @@ def pad_batch(examples: Sequence[dict], max_length: int | None = None, side: str
                 out[row, width - n:] = ex[key]
         batch[key] = out
     return batch
+
+
+def decode_answer(tokenizer, tokens, end_id: int | None) -> str:
+    """Generated ids -> reply text: cut at the first `end_id` (e.g. <|im_end|>), special tokens dropped."""
+    tokens = np.asarray(tokens)
+    if end_id is not None and (tokens == end_id).any():
+        tokens = tokens[:int(np.argmax(tokens == end_id))]
+    return tokenizer.decode(tokens.tolist(), skip_special_tokens=True).strip()

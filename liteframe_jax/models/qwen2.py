@@ -32,6 +32,13 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
+def positions_from_mask(mask: jax.Array) -> jax.Array:
+    """RoPE positions (B, L) from an attention mask: consecutive over real tokens (left or right padding),
+    1 on padding (masked anyway)."""
+    pos = jnp.cumsum(mask, axis=1) - 1
+    return jnp.where(mask > 0, pos, 1)
+
+
 def init_kv_cache(cfg: TextConfig, batch: int, capacity: int, dtype=jnp.float32) -> KVCache:
     shape = (batch, capacity, cfg.num_kv_heads, cfg.head_dim)
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.num_layers)]

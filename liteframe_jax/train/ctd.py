@@ -19,9 +19,9 @@ from liteframe_jax.data.pipeline import DataConfig, build_dataset
 from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator, CTDLossConfig
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.internvl import abstract_params, init_params
-from liteframe_jax.sharding import make_mesh, rules_from_config
+from liteframe_jax.sharding import global_batch, make_mesh, rules_from_config
 from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings, to_host
-from liteframe_jax.train.ctd_step import (CTDSetup, batch_shardings, init_state, make_eval_step, make_train_step,
+from liteframe_jax.train.ctd_step import (CTDSetup, init_state, make_eval_step, make_train_step,
                                           state_shardings, teacher_shardings)
 from liteframe_jax.train.metrics_log import MetricsLogger
 from liteframe_jax.train.optim import OptimConfig, make_optimizer, schedule
@@ -82,11 +82,6 @@ def _teacher_params(config, setup: CTDSetup, mesh, rules):
     if config.teacher.checkpoint:
         return store.restore_params(config.teacher.checkpoint, nn.unbox(abstract_params(setup.teacher)), shardings)
     return jax.device_put(nn.unbox(init_params(setup.teacher, seed=config.seed)), shardings)
-
-
-def global_batch(local: dict, mesh, rules) -> dict:
-    shardings = batch_shardings(mesh, local, rules)
-    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in local.items()}
 
 
 def _dataset(data_cfg, split, config, local_batch, augment=True):

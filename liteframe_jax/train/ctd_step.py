@@ -23,7 +23,7 @@ from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.internvl import abstract_params
 from liteframe_jax.models.student import LiteFrameStudent, abstract_student, init_student
 from liteframe_jax.train.optim import guarded_update
-from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, param_shardings
+from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_shardings, param_shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +97,6 @@ def _eval(setup: CTDSetup, params, teacher_params, stats_arrays, batch):
     pred = LiteFrameStudent(setup.student).apply({"params": params}, batch["pixels"])
     loss, terms = ctd_loss(pred, targets, stats, setup.loss)
     return {**terms, **fidelity_metrics(pred, targets, stats)}
-
-
-def batch_shardings(mesh: Mesh, batch, rules: Rules = DEFAULT_RULES):
-    return jax.tree.map(lambda x: batch_sharding(mesh, x.ndim, rules), batch)
 
 
 def make_train_step(setup: CTDSetup, tx, mesh: Mesh, example_batch, rules: Rules = DEFAULT_RULES, donate=True):

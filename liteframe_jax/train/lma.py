@@ -26,9 +26,9 @@ from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.internvl import abstract_params, init_params
 from liteframe_jax.models.liteframe import LiteFrameConfig, init_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora
-from liteframe_jax.sharding import make_mesh, rules_from_config
+from liteframe_jax.sharding import global_batch, make_mesh, rules_from_config
 from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings, to_host
-from liteframe_jax.train.ctd import NonFiniteLossError, global_batch
+from liteframe_jax.train.ctd import NonFiniteLossError
 from liteframe_jax.train.lma_step import (LMASetup, combine, init_state, make_eval_step, make_train_step,
                                           state_shardings)
 from liteframe_jax.train.metrics_log import MetricsLogger

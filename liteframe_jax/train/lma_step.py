@@ -19,15 +19,15 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from liteframe_jax.compression.teacher_targets import targets_to_llm_tokens, teacher_targets
-from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.compression.wap import WAPConfig, llm_tokens_per_group
 from liteframe_jax.models.config import ConfigError, InternVLConfig
 from liteframe_jax.models.internvl import InternVL, abstract_params, merge_visual_tokens
 from liteframe_jax.models.layers import compute_dtype
 from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM, abstract_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora, merge_lora
-from liteframe_jax.models.qwen2 import Qwen2
+from liteframe_jax.models.qwen2 import Qwen2, positions_from_mask
 from liteframe_jax.train.optim import guarded_update
-from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, param_shardings
+from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_shardings, param_shardings
 
 ENCODERS = ("student", "teacher", "teacher_wap")
 GROUPS = ("projector", "llm", "lora", "student")
@@ -85,10 +85,7 @@ class LMASetup:
             return self.liteframe.tokens_per_group()
         if self.encoder == "teacher":
             return self.teacher.tokens_per_frame()
-        from liteframe_jax.compression.wap import compressed_grid_shape
-        _, h, w, _ = compressed_grid_shape(self.wap, self.teacher, self.wap.window[0])
-        f = self.teacher.shuffle_factor
-        return (h // f) * (w // f) if self.wap.location == "pre_shuffle" else h * w
+        return llm_tokens_per_group(self.wap, self.teacher)
 
 
 def abstract_model(setup: LMASetup):
@@ -129,12 +126,6 @@ def visual_tokens(setup: LMASetup, params, pixels: jax.Array) -> jax.Array:
         return out.reshape(b, -1, out.shape[-1])
     targets = teacher_targets(setup.teacher, params, pixels, setup.wap)
     return targets_to_llm_tokens(setup.teacher, params, targets, setup.wap)
-
-
-def positions_from_mask(mask: jax.Array) -> jax.Array:
-    """RoPE positions (B, L) from an attention mask: consecutive over real tokens, 1 on padding."""
-    pos = jnp.cumsum(mask, axis=1) - 1
-    return jnp.where(mask > 0, pos, 1)
 
 
 def lm_logits(setup: LMASetup, params, batch) -> jax.Array:
@@ -192,10 +183,6 @@ def _step(setup: LMASetup, tx, state, frozen, batch):
 def _eval(setup: LMASetup, trainable, frozen, batch):
     logits = lm_logits(setup, combine(setup, trainable, frozen), batch)
     return answer_loss(logits, batch["input_ids"], batch["loss_mask"])[1]
-
-
-def batch_shardings(mesh: Mesh, batch, rules: Rules = DEFAULT_RULES):
-    return jax.tree.map(lambda x: batch_sharding(mesh, x.ndim, rules), batch)
 
 
 def make_train_step(setup: LMASetup, tx, mesh: Mesh, example_batch, rules: Rules = DEFAULT_RULES):

@@ -12,10 +12,9 @@ from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.models.config import ConfigError
 from liteframe_jax.models.internvl import init_params
 from liteframe_jax.models.lora import LoRAConfig, init_lora
-from liteframe_jax.sharding import make_mesh
 from liteframe_jax.train.lma import parse_curriculum, stage_at
-from liteframe_jax.train.lma_step import (LMASetup, answer_loss, batch_shardings, init_state, make_train_step,
-                                          state_shardings)
+from liteframe_jax.sharding import batch_shardings, make_mesh
+from liteframe_jax.train.lma_step import LMASetup, answer_loss, init_state, make_train_step, state_shardings
 from liteframe_jax.train.optim import OptimConfig, make_optimizer
 
 
