@@ -15,6 +15,7 @@ QKV_LAYOUTS = ("fused", "split")
 PS_VERSIONS = ("v1", "v2")
 DTYPES = ("float32", "bfloat16")
 ROPE_SCALINGS = ("none", "dynamic")
+ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "pallas")  # see models.layers.attention
 
 
 class ConfigError(ValueError):
@@ -93,7 +94,7 @@ class InternVLConfig:
     eos_token_id: int | None = 151645  # <|im_end|>; None: generation never stops early
     pad_token_id: int | None = 151643  # <|endoftext|>
     dtype: str = "float32"  # compute dtype; parameters keep their stored dtype.
-    attention_impl: str = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn".
+    attention_impl: str = "xla"  # models.layers.ATTENTION_IMPLS: "xla", "chunked", "cudnn" (GPU), "pallas" (TPU)
 
     @property
     def shuffle_factor(self) -> int:
@@ -137,8 +138,8 @@ class InternVLConfig:
                 e.append(f"{name}={v} is outside the vocabulary [0, {self.text.vocab_size})")
         if self.dtype not in DTYPES:
             e.append(f"dtype={self.dtype!r} must be one of {DTYPES}")
-        if self.attention_impl not in ("xla", "cudnn"):
-            e.append(f"attention_impl={self.attention_impl!r} must be 'xla' or 'cudnn'")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            e.append(f"attention_impl={self.attention_impl!r} must be one of {ATTENTION_IMPLS}")
         return e
 
     # ------------------------------------------------------------------ (de)serialization
@@ -302,8 +303,8 @@ class StudentConfig:
             e.append(f"student.temporal_pos={self.temporal_pos!r} must be learned|sinusoidal|none")
         if self.dtype not in DTYPES:
             e.append(f"student.dtype={self.dtype!r} must be one of {DTYPES}")
-        if self.attention_impl not in ("xla", "cudnn"):
-            e.append(f"student.attention_impl={self.attention_impl!r} must be 'xla' or 'cudnn'")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            e.append(f"student.attention_impl={self.attention_impl!r} must be one of {ATTENTION_IMPLS}")
         if e:
             raise ConfigError("invalid student config:\n  - " + "\n  - ".join(e))
         return self

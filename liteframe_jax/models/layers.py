@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from liteframe_jax.models.config import ATTENTION_IMPLS
+
 Axes = tuple[str | None, ...]
 
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -64,11 +66,84 @@ def gelu_exact(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None = None,
-              implementation: str = "xla") -> jax.Array:
-    """Scaled dot-product attention. q (B, T, N, H), k/v (B, S, K, H) with K dividing N (GQA); mask
-    broadcastable to (B, N, T, S), True = attend. Returns (B, T, N, H)."""
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+QUERY_CHUNK = 512  # "chunked": queries per block; the logits held at once are (B, N, QUERY_CHUNK, S)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array | None = None,
+              query_slots: jax.Array | None = None, implementation: str = "xla",
+              query_chunk: int | None = None) -> jax.Array:
+    """Scaled dot-product attention. q (B, T, N, H), k/v (B, S, K, H) with K dividing N (GQA). Optional masking:
+    key_valid (B, S) bool = keys that may be attended; query_slots (T,) int = causal, query t attends the keys
+    at slots <= query_slots[t]. Returns (B, T, N, H).
+
+    implementation: "xla" (the whole (B, N, T, S) logits at once), "chunked" (XLA over query blocks of
+    `query_chunk` (default QUERY_CHUNK), recomputed in the backward pass: memory (B, N, query_chunk, S) instead of (B, N, T, S)),
+    "cudnn" (fused flash attention on NVIDIA GPUs, bf16/fp16) or "pallas" (the TPU flash-attention kernel)."""
+    if implementation not in ATTENTION_IMPLS:
+        raise ValueError(f"attention implementation {implementation!r} must be one of {ATTENTION_IMPLS}")
+    query_chunk = query_chunk or QUERY_CHUNK
+    if implementation == "chunked" and q.shape[1] > query_chunk:
+        return _chunked_attention(q, k, v, key_valid, query_slots, query_chunk)
+    if implementation == "pallas":
+        return _pallas_tpu_attention(q, k, v, key_valid, query_slots)
+    impl = "cudnn" if implementation == "cudnn" else "xla"
+    return jax.nn.dot_product_attention(q, k, v, mask=_dense_mask(key_valid, query_slots, k.shape[1]),
+                                        implementation=impl)
+
+
+def _dense_mask(key_valid, query_slots, num_keys: int) -> jax.Array | None:
+    """(B or 1, 1, T or 1, S) bool from the key/causal description; None when nothing is masked."""
+    mask = None
+    if query_slots is not None:
+        mask = (jnp.arange(num_keys)[None, :] <= query_slots[:, None])[None, None]  # (1, 1, T, S)
+    if key_valid is not None:
+        kv = key_valid.astype(bool)[:, None, None, :]  # (B, 1, 1, S)
+        mask = kv if mask is None else mask & kv
+    return mask
+
+
+def _chunked_attention(q, k, v, key_valid, query_slots, chunk: int) -> jax.Array:
+    b, t, n, h = q.shape
+    blocks = -(-t // chunk)
+    pad = blocks * chunk - t
+    qb = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, blocks, chunk, n, h).swapaxes(0, 1)
+    slots = None
+    if query_slots is not None:  # padded queries see every key; their rows are dropped below
+        slots = jnp.pad(query_slots, (0, pad), constant_values=k.shape[1]).reshape(blocks, chunk)
+
+    @jax.checkpoint  # the backward pass recomputes one block's logits instead of keeping all of them
+    def block(args):
+        q_blk, slots_blk = args
+        mask = _dense_mask(key_valid, slots_blk if query_slots is not None else None, k.shape[1])
+        return jax.nn.dot_product_attention(q_blk, k, v, mask=mask, implementation="xla")
+
+    dummy = jnp.zeros((blocks, 0), jnp.int32)  # lax.map needs an array per block even without causal slots
+    out = jax.lax.map(block, (qb, slots if slots is not None else dummy))
+    return out.swapaxes(0, 1).reshape(b, blocks * chunk, n, h)[:, :t]
+
+
+def _pallas_tpu_attention(q, k, v, key_valid, query_slots) -> jax.Array:
+    """The TPU flash-attention kernel ((B, N, T, H) layout, equal q/kv heads). Causal masking needs queries and
+    keys at the same slots (prefill without a cache); padding becomes kernel segment ids."""
+    if jax.default_backend() != "tpu":
+        raise ValueError(f"attention implementation 'pallas' needs a TPU (backend is {jax.default_backend()}); "
+                         "use 'chunked' or 'xla' here")
+    from jax.experimental.pallas.ops.tpu import flash_attention as fa
+
+    n, kh = q.shape[2], k.shape[2]
+    if kh != n:  # GQA: the kernel wants one kv head per query head
+        k, v = jnp.repeat(k, n // kh, axis=2), jnp.repeat(v, n // kh, axis=2)
+    if query_slots is not None and q.shape[1] != k.shape[1]:
+        raise ValueError("pallas attention supports causal masking only without a KV cache (prefill/training)")
+    segments = None
+    if key_valid is not None:
+        kv_seg = key_valid.astype(jnp.int32)
+        q_seg = kv_seg if q.shape[1] == k.shape[1] else jnp.ones(q.shape[:2], jnp.int32)
+        segments = fa.SegmentIds(q=q_seg, kv=kv_seg)
+    to_bnth = lambda x: x.swapaxes(1, 2)
+    out = fa.flash_attention(to_bnth(q), to_bnth(k), to_bnth(v), segment_ids=segments,
+                             causal=query_slots is not None, sm_scale=q.shape[-1] ** -0.5)
+    return out.swapaxes(1, 2)
 
 
 def pad_frames_to_multiple(x: jax.Array, multiple: int, axis: int = 0) -> jax.Array:

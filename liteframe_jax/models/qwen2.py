@@ -52,7 +52,7 @@ class DecoderAttention(nn.Module):
     attention_impl: str = "xla"
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cache=None, cache_index=None):
+    def __call__(self, x, cos, sin, key_valid, query_slots, cache=None, cache_index=None):
         c = self.cfg
         b, L, _ = x.shape
         kv_dim = c.num_kv_heads * c.head_dim
@@ -67,7 +67,7 @@ class DecoderAttention(nn.Module):
             cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), at),
                      "v": jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), at)}
             k, v = cache["k"].astype(self.dtype), cache["v"].astype(self.dtype)
-        o = attention(q, k, v, mask=mask, implementation=self.attention_impl)
+        o = attention(q, k, v, key_valid=key_valid, query_slots=query_slots, implementation=self.attention_impl)
         out = dense(c.hidden_size, ("heads", "embed"), use_bias=False, dtype=self.dtype, name="o")
         return out(o.reshape(b, L, c.num_heads * c.head_dim)), cache
 
@@ -78,10 +78,10 @@ class DecoderLayer(nn.Module):
     attention_impl: str = "xla"
 
     @nn.compact
-    def __call__(self, h, cos, sin, mask, cache=None, cache_index=None):
+    def __call__(self, h, cos, sin, key_valid, query_slots, cache=None, cache_index=None):
         c = self.cfg
         a, cache = DecoderAttention(c, self.dtype, self.attention_impl, name="attn")(
-            RMSNorm(c.rms_norm_eps, name="input_norm")(h), cos, sin, mask, cache, cache_index)
+            RMSNorm(c.rms_norm_eps, name="input_norm")(h), cos, sin, key_valid, query_slots, cache, cache_index)
         h = h + a
         m = RMSNorm(c.rms_norm_eps, name="post_attn_norm")(h)
         gate = dense(c.mlp_dim, ("embed", "mlp"), use_bias=False, dtype=self.dtype, name="gate")(m)
@@ -117,15 +117,12 @@ class Qwen2(nn.Module):
         (S = L without a cache, the cache capacity with one). Returns logits (B, L or 1, V) fp32 and the cache."""
         c = self.cfg
         b, L, _ = embeds.shape
-        s = key_valid.shape[1]
-        q_slot = cache_index + jnp.arange(L)
-        causal = jnp.arange(s)[None, :] <= q_slot[:, None]  # (L, S)
-        mask = (causal[None] & key_valid[:, None, :])[:, None]  # (B, 1, L, S)
+        q_slot = cache_index + jnp.arange(L)  # causal: query l attends the slots <= its own
         cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)
         h = embeds.astype(self.dtype)
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
-            h, layer_cache = layer(h, cos, sin, mask, None if cache is None else cache[i], cache_index)
+            h, layer_cache = layer(h, cos, sin, key_valid, q_slot, None if cache is None else cache[i], cache_index)
             if cache is not None:
                 new_cache.append(layer_cache)
         h = self.final_norm(h)
