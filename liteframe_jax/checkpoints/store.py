@@ -53,9 +53,12 @@ def atomic_directory(dst: str | os.PathLike, overwrite: bool = False) -> Iterato
 def save_checkpoint(dst: str | os.PathLike, kind: str, model_config: dict[str, Any], params,
                     extra_files: list[Path] = (), metadata: dict[str, Any] | None = None,
                     overwrite: bool = False) -> Path:
-    """Writes params (nested dict of arrays) and config atomically. Returns the checkpoint path."""
+    """Writes params (nested dict of host arrays) and config atomically, from the calling process alone (in a
+    multi-process run the others do not take part). Returns the checkpoint path."""
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
     with atomic_directory(dst, overwrite) as tmp:
-        ckptr = ocp.StandardCheckpointer()
+        ckptr = ocp.StandardCheckpointer(multiprocessing_options=alone)
         ckptr.save(tmp / PARAMS_DIR, params)
         ckptr.wait_until_finished()
         ckptr.close()

@@ -50,6 +50,40 @@ class TrainCheckpointer:
         self.manager.close()
 
 
+def iterator_states(local_state: dict, **extra) -> dict:
+    """The `data_state` to save: every process's data-iterator state (processes read different slices of the
+    stream, and orbax writes JSON items from process 0 only, so each state is gathered first). All processes must
+    call it. -> {"process_count": P, "iterators": [state of process 0, ..., P-1], **extra}."""
+    import json
+
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return {"process_count": 1, "iterators": [local_state], **extra}
+    from jax.experimental import multihost_utils
+
+    raw = np.frombuffer(json.dumps(local_state).encode(), np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.array([raw.size], np.int32))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:raw.size] = raw
+    every = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
+    states = [json.loads(bytes(row[:n]).decode()) for row, n in zip(every, lengths)]
+    return {"process_count": len(states), "iterators": states, **extra}
+
+
+def local_iterator_state(data_state: dict) -> dict:
+    """This process's iterator state from a saved `data_state`; a ValueError when the checkpoint was written by a
+    different number of processes (each process reads stream[p::P], so positions do not carry over)."""
+    if "iterators" not in data_state:  # written before per-process states: a single process
+        data_state = {"process_count": 1, "iterators": [data_state["iterator"]]}
+    saved = data_state["process_count"]
+    if saved != jax.process_count():
+        raise ValueError(f"the checkpoint's data-iterator state was written by {saved} process(es) and this run has "
+                         f"{jax.process_count()}: the input stream is split per process, so resume with {saved} "
+                         "processes (the mesh shape and devices per process may differ)")
+    return data_state["iterators"][jax.process_index()]
+
+
 def abstract_with_shardings(abstract_tree, shardings):
     """ShapeDtypeStructs of `abstract_tree` that carry `shardings` (restore targets)."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)

@@ -20,7 +20,8 @@ from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator, CTDL
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.internvl import abstract_params, init_params
 from liteframe_jax.sharding import global_batch, make_mesh, rules_from_config
-from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings, to_host
+from liteframe_jax.train.checkpointing import (TrainCheckpointer, abstract_with_shardings, iterator_states,
+                                              local_iterator_state, to_host)
 from liteframe_jax.train.ctd_step import (CTDSetup, init_state, make_eval_step, make_train_step,
                                           state_shardings, teacher_shardings)
 from liteframe_jax.train.metrics_log import MetricsLogger
@@ -142,7 +143,7 @@ def run(config, workdir: str | Path) -> dict:
     start, meta = 0, {}
     if ckpt.latest_step() is not None:
         start, state, data_state, meta = ckpt.restore(abstract_with_shardings(abstract, sh))
-        train_it.set_state(data_state["iterator"])
+        train_it.set_state(local_iterator_state(data_state))
     else:
         state = init_state(setup, tx, mesh, seed=config.seed, rules=rules)
         if config.student_init_checkpoint:
@@ -188,7 +189,7 @@ def run(config, workdir: str | Path) -> dict:
                 reported = max(skips.count, reported)
             stopping = step == config.train.stop_at_step
             if step % config.train.checkpoint_every == 0 or step == config.train.total_steps or stopping:
-                ckpt.save(step, state, {"iterator": train_it.get_state()},
+                ckpt.save(step, state, iterator_states(train_it.get_state()),
                           {"skipped": skipped_before + skips.count, "skipped_examples": skips.examples[:20]})
             if stopping:
                 log.message(f"stopping at step {step} as configured (train.stop_at_step)")

@@ -27,7 +27,8 @@ from liteframe_jax.models.internvl import abstract_params, init_params
 from liteframe_jax.models.liteframe import LiteFrameConfig, init_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora
 from liteframe_jax.sharding import global_batch, make_mesh, rules_from_config
-from liteframe_jax.train.checkpointing import TrainCheckpointer, abstract_with_shardings, to_host
+from liteframe_jax.train.checkpointing import (TrainCheckpointer, abstract_with_shardings, iterator_states,
+                                              local_iterator_state, to_host)
 from liteframe_jax.train.ctd import NonFiniteLossError
 from liteframe_jax.train.lma_step import (LMASetup, combine, init_state, make_eval_step, make_train_step,
                                           state_shardings)
@@ -217,7 +218,7 @@ def run(config, workdir: str | Path) -> dict:
                                              process_index=jax.process_index(), process_count=jax.process_count())
                 it = iter(ds)
                 if data_state is not None and data_state.get("stage") == stage:
-                    it.set_state(data_state["iterator"])
+                    it.set_state(local_iterator_state(data_state))
                 example = _example_batch(qa_cfg, local_batch)
                 step_fn = make_train_step(setup, tx, mesh, example, rules)
                 eval_fn = make_eval_step(setup, tx, mesh, example, rules)
@@ -240,7 +241,7 @@ def run(config, workdir: str | Path) -> dict:
             log.advance(step)
             stopping = step == config.train.stop_at_step
             if step % config.train.checkpoint_every == 0 or step == total or stopping:
-                ckpt.save(step, state, {"stage": stage, "iterator": it.get_state()},
+                ckpt.save(step, state, iterator_states(it.get_state(), stage=stage),
                           {"skipped": skipped_before + skips.count})
             if stopping:
                 log.message(f"stopping at step {step} as configured (train.stop_at_step)")
