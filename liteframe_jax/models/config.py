@@ -95,6 +95,7 @@ class InternVLConfig:
     pad_token_id: int | None = 151643  # <|endoftext|>
     dtype: str = "float32"  # compute dtype; parameters keep their stored dtype.
     attention_impl: str = "xla"  # models.layers.ATTENTION_IMPLS: "xla", "chunked", "cudnn" (GPU), "pallas" (TPU)
+    remat: bool = False  # training: recompute each LLM layer in the backward pass (activation memory)
 
     @property
     def shuffle_factor(self) -> int:

@@ -39,7 +39,7 @@ class InternVL(nn.Module):
         dtype = compute_dtype(c.dtype)
         self.vision = InternViT(c.vision, dtype, c.attention_impl)
         self.projector = Projector(c.text.hidden_size, c.projector_ln_eps, dtype)
-        self.llm = Qwen2(c.text, dtype, c.attention_impl)
+        self.llm = Qwen2(c.text, dtype, c.attention_impl, c.remat)
 
     def vision_features(self, pixels: jax.Array) -> jax.Array:
         return self.vision(pixels)

@@ -108,7 +108,7 @@ class LiteFrameVLM(nn.Module):
         self.student = LiteFrameStudent(c.student)
         self.projector = Projector(c.teacher.text.hidden_size, c.teacher.projector_ln_eps, dtype)
         if self.with_llm:
-            self.llm = Qwen2(c.teacher.text, dtype, c.teacher.attention_impl)
+            self.llm = Qwen2(c.teacher.text, dtype, c.teacher.attention_impl, c.teacher.remat)
 
     def student_tokens(self, pixels: jax.Array) -> jax.Array:
         return self.student(pixels)

@@ -91,17 +91,19 @@ class DecoderLayer(nn.Module):
 
 
 class Qwen2(nn.Module):
-    """Decoder-only LM. Methods: `embed(ids)`, `__call__(embeds, positions, key_valid, ...)`."""
+    """Decoder-only LM. Methods: `embed(ids)`, `__call__(embeds, positions, key_valid, ...)`, `head(hidden)`."""
 
     cfg: TextConfig
     dtype: jnp.dtype = jnp.float32
     attention_impl: str = "xla"
+    remat: bool = False  # recompute each layer in the backward pass
 
     def setup(self):
         c = self.cfg
         self.embedding = self.param("embedding", logical(nn.initializers.normal(0.02), ("vocab", "embed")),
                                     (c.vocab_size, c.hidden_size))
-        self.layers = [DecoderLayer(c, self.dtype, self.attention_impl, name=f"layers_{i}")
+        layer_cls = nn.remat(DecoderLayer) if self.remat else DecoderLayer
+        self.layers = [layer_cls(c, self.dtype, self.attention_impl, name=f"layers_{i}")
                        for i in range(c.num_layers)]
         self.final_norm = RMSNorm(c.rms_norm_eps)
         if not c.tie_word_embeddings:
@@ -112,9 +114,11 @@ class Qwen2(nn.Module):
         return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
     def __call__(self, embeds: jax.Array, positions: jax.Array, key_valid: jax.Array,
-                 cache: KVCache | None = None, cache_index: jax.Array | int = 0, last_only: bool = False):
+                 cache: KVCache | None = None, cache_index: jax.Array | int = 0, last_only: bool = False,
+                 hidden_only: bool = False):
         """embeds (B, L, D); positions (B, L) RoPE positions; key_valid (B, S) bool over the attended slots
-        (S = L without a cache, the cache capacity with one). Returns logits (B, L or 1, V) fp32 and the cache."""
+        (S = L without a cache, the cache capacity with one). Returns logits (B, L or 1, V) fp32 and the cache;
+        with `hidden_only` the final-normed hidden states (B, L or 1, D) instead of logits (see `head`)."""
         c = self.cfg
         b, L, _ = embeds.shape
         q_slot = cache_index + jnp.arange(L)  # causal: query l attends the slots <= its own
@@ -128,8 +132,15 @@ class Qwen2(nn.Module):
         h = self.final_norm(h)
         if last_only:
             h = h[:, -1:]
+        if hidden_only:
+            return h, new_cache
+        return self.head(h), new_cache
+
+    def head(self, h: jax.Array) -> jax.Array:
+        """Final-normed hidden states (..., D) -> fp32 logits (..., V)."""
+        c = self.cfg
         if c.tie_word_embeddings:
-            logits = jnp.einsum("bld,vd->blv", h, self.embedding.astype(self.dtype))
+            logits = jnp.einsum("...d,vd->...v", h, self.embedding.astype(self.dtype))
         else:
             logits = self.lm_head(h)
-        return logits.astype(jnp.float32), new_cache
+        return logits.astype(jnp.float32)

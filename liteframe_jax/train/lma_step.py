@@ -26,6 +26,7 @@ from liteframe_jax.models.layers import compute_dtype
 from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM, abstract_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora, merge_lora
 from liteframe_jax.models.qwen2 import Qwen2, positions_from_mask
+from liteframe_jax.losses.lm import chunked_answer_loss
 from liteframe_jax.train.optim import guarded_update
 from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_shardings, param_shardings
 
@@ -128,28 +129,30 @@ def visual_tokens(setup: LMASetup, params, pixels: jax.Array) -> jax.Array:
     return targets_to_llm_tokens(setup.teacher, params, targets, setup.wap)
 
 
-def lm_logits(setup: LMASetup, params, batch) -> jax.Array:
-    """(B, L, V) fp32 logits of the batch's prompts with the visual tokens merged in."""
+def lm_hidden(setup: LMASetup, params, batch) -> jax.Array:
+    """(B, L, D) final-normed LLM hidden states of the batch's prompts with the visual tokens merged in."""
     t = setup.teacher
     visual = visual_tokens(setup, params, batch["pixels"])
-    llm = Qwen2(t.text, compute_dtype(t.dtype), t.attention_impl)
+    llm = _llm(setup)
     embeds = llm.apply({"params": params["llm"]}, batch["input_ids"], method=Qwen2.embed)
     embeds = merge_visual_tokens(embeds, batch["input_ids"], visual.reshape(-1, visual.shape[-1]),
                                  t.image_token_id)
     mask = batch["attention_mask"]
-    logits, _ = llm.apply({"params": params["llm"]}, embeds, positions_from_mask(mask), mask.astype(bool))
-    return logits
+    hidden, _ = llm.apply({"params": params["llm"]}, embeds, positions_from_mask(mask), mask.astype(bool),
+                          hidden_only=True)
+    return hidden
 
 
-def answer_loss(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, dict]:
-    """Mean next-token cross-entropy over positions whose target has loss_mask 1; + token accuracy."""
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    target, m = input_ids[:, 1:], loss_mask[:, 1:].astype(jnp.float32)
-    nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-    count = jnp.maximum(m.sum(), 1.0)
-    loss = (nll * m).sum() / count
-    acc = ((jnp.argmax(logp, axis=-1) == target) * m).sum() / count
-    return loss, {"loss": loss, "token_accuracy": acc, "answer_tokens": m.sum()}
+def _llm(setup: LMASetup) -> Qwen2:
+    t = setup.teacher
+    return Qwen2(t.text, compute_dtype(t.dtype), t.attention_impl, t.remat)
+
+
+def batch_loss(setup: LMASetup, params, batch) -> tuple[jax.Array, dict]:
+    """Answer-token cross-entropy of a batch; logits are formed LOGITS_CHUNK positions at a time."""
+    hidden = lm_hidden(setup, params, batch)
+    head = lambda h: _llm(setup).apply({"params": params["llm"]}, h, method=Qwen2.head)
+    return chunked_answer_loss(hidden, head, batch["input_ids"], batch["loss_mask"])
 
 
 def state_shardings(setup: LMASetup, tx: optax.GradientTransformation, mesh: Mesh, rules: Rules = DEFAULT_RULES):
@@ -174,15 +177,13 @@ def init_state(tx, trainable_params, shardings) -> dict:
 
 def _step(setup: LMASetup, tx, state, frozen, batch):
     def loss_fn(trainable):
-        logits = lm_logits(setup, combine(setup, trainable, frozen), batch)
-        return answer_loss(logits, batch["input_ids"], batch["loss_mask"])
+        return batch_loss(setup, combine(setup, trainable, frozen), batch)
 
     return guarded_update(tx, state, loss_fn)
 
 
 def _eval(setup: LMASetup, trainable, frozen, batch):
-    logits = lm_logits(setup, combine(setup, trainable, frozen), batch)
-    return answer_loss(logits, batch["input_ids"], batch["loss_mask"])[1]
+    return batch_loss(setup, combine(setup, trainable, frozen), batch)[1]
 
 
 def make_train_step(setup: LMASetup, tx, mesh: Mesh, example_batch, rules: Rules = DEFAULT_RULES):

@@ -113,3 +113,25 @@ def test_teacher_model_with_chunked_attention_equals_xla(monkeypatch):
 
     for got, want in zip(run("chunked"), run("xla")):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_llm_remat_changes_memory_not_the_function():
+    from flax import linen as nn
+
+    from configs import internvl3_tiny
+    from configs.common import model_from_config
+    from liteframe_jax.models.qwen2 import Qwen2
+
+    text = model_from_config(internvl3_tiny.get_config()).text
+    params = nn.unbox(Qwen2(text).init(jax.random.key(0), jnp.zeros((1, 4, text.hidden_size)),
+                                       jnp.arange(4)[None], jnp.ones((1, 4), bool)))["params"]
+    x = jax.random.normal(jax.random.key(1), (2, 6, text.hidden_size))
+    pos, valid = jnp.tile(jnp.arange(6), (2, 1)), jnp.ones((2, 6), bool)
+
+    def grads(remat):
+        f = lambda p: jnp.sum(Qwen2(text, remat=remat).apply({"params": p}, x, pos, valid)[0] ** 2)
+        return jax.value_and_grad(f)(params)
+
+    (v0, g0), (v1, g1) = grads(False), grads(True)
+    np.testing.assert_allclose(v1, v0, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5), g1, g0)  # fp32 re-association
