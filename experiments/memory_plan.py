@@ -60,7 +60,6 @@ from liteframe_jax.checkpoints.liteframe_store import read_liteframe_metadata
 from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.losses.ctd import CTDLossConfig
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
-from liteframe_jax.models.internvl import abstract_params
 from liteframe_jax.models.liteframe import LiteFrameConfig
 from liteframe_jax.models.lora import LoRAConfig
 from liteframe_jax.sharding import MESH_AXES, batch_shardings, make_mesh, rules_from_config
@@ -260,7 +259,7 @@ def abstract_args(spec: StepSpec, mesh, rules) -> tuple:
     batch = with_shardings(spec.batch, batch_shardings(mesh, spec.batch, rules))
     if spec.kind == "ctd":
         abstract, sh = ctd_step.state_shardings(spec.setup, spec.tx, mesh, rules)
-        teacher = with_shardings(nn.unbox(abstract_params(spec.setup.teacher)),
+        teacher = with_shardings(nn.unbox(ctd_step.abstract_teacher(spec.setup)),
                                  ctd_step.teacher_shardings(spec.setup, mesh, rules))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         c = spec.setup.student.out_dim

@@ -80,8 +80,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def restore_params(path: str | os.PathLike, abstract_params, shardings=None):
-    """Restores `params/` into the structure of `abstract_params` (ShapeDtypeStructs). `shardings`: matching
-    pytree of jax.sharding.Sharding (default: the first local device). Stored dtypes are kept."""
+    """Restores `params/` into the structure of `abstract_params` (ShapeDtypeStructs), which may be a subtree
+    selection of what is stored (only those arrays are read). `shardings`: matching pytree of
+    jax.sharding.Sharding (default: the first local device). Stored dtypes are kept."""
     path = Path(path).absolute() / PARAMS_DIR
     ckptr = ocp.StandardCheckpointer()
     stored = ckptr.metadata(path)
@@ -93,7 +94,11 @@ def restore_params(path: str | os.PathLike, abstract_params, shardings=None):
     target = jax.tree_util.tree_map_with_path(
         lambda p, a, s: jax.ShapeDtypeStruct(a.shape, np.dtype(stored_flat[p].dtype) if p in stored_flat else a.dtype,
                                              sharding=s), abstract_params, shardings)
+    ckptr.close()
+    # partial: `abstract_params` may name a part of what is stored (e.g. CTD reads the teacher's vision tower)
+    restorer = ocp.PyTreeCheckpointer()
     try:
-        return ckptr.restore(path, target)
+        return restorer.restore(path, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
     finally:
-        ckptr.close()
+        restorer.close()

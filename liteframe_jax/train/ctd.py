@@ -18,12 +18,12 @@ from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.data.pipeline import DataConfig, build_dataset
 from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator, CTDLossConfig
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
-from liteframe_jax.models.internvl import abstract_params, init_params
+from liteframe_jax.models.internvl import init_params
 from liteframe_jax.sharding import global_batch, make_mesh, rules_from_config
 from liteframe_jax.train.checkpointing import (TrainCheckpointer, abstract_with_shardings, iterator_states,
                                               local_iterator_state, to_host)
-from liteframe_jax.train.ctd_step import (CTDSetup, init_state, make_eval_step, make_train_step,
-                                          state_shardings, teacher_shardings)
+from liteframe_jax.train.ctd_step import (TEACHER_PARTS, CTDSetup, abstract_teacher, init_state, make_eval_step,
+                                          make_train_step, state_shardings, teacher_shardings)
 from liteframe_jax.train.metrics_log import MetricsLogger
 from liteframe_jax.train.optim import OptimConfig, make_optimizer, schedule
 
@@ -78,11 +78,13 @@ def teacher_identity(config) -> dict:
 
 
 def _teacher_params(config, setup: CTDSetup, mesh, rules):
-    """The frozen teacher, placed in its shardings (never checkpointed with the run)."""
+    """The frozen teacher's vision tower + projector (TEACHER_PARTS), placed in their shardings (never
+    checkpointed with the run; the LLM is not loaded)."""
     shardings = teacher_shardings(setup, mesh, rules)
     if config.teacher.checkpoint:
-        return store.restore_params(config.teacher.checkpoint, nn.unbox(abstract_params(setup.teacher)), shardings)
-    return jax.device_put(nn.unbox(init_params(setup.teacher, seed=config.seed)), shardings)
+        return store.restore_params(config.teacher.checkpoint, nn.unbox(abstract_teacher(setup)), shardings)
+    params = nn.unbox(init_params(setup.teacher, seed=config.seed))
+    return jax.device_put({k: params[k] for k in TEACHER_PARTS}, shardings)
 
 
 def _dataset(data_cfg, split, config, local_batch, augment=True):

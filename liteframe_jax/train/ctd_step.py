@@ -59,8 +59,16 @@ def state_shardings(setup: CTDSetup, tx: optax.GradientTransformation, mesh: Mes
     return abstract, {"step": replicated, "params": p_sh, "opt": opt_sh}
 
 
+TEACHER_PARTS = ("vision", "projector")  # what CTD reads of the teacher (targets; the projector for DIR/student)
+
+
+def abstract_teacher(setup: CTDSetup):
+    """Boxed abstract teacher params CTD keeps on the devices: the vision tower and projector, not the LLM."""
+    return {k: v for k, v in abstract_params(setup.teacher).items() if k in TEACHER_PARTS}
+
+
 def teacher_shardings(setup: CTDSetup, mesh: Mesh, rules: Rules = DEFAULT_RULES):
-    return param_shardings(abstract_params(setup.teacher), mesh, rules)
+    return param_shardings(abstract_teacher(setup), mesh, rules)
 
 
 def _fresh_state(setup: CTDSetup, tx, seed: int):
