@@ -16,7 +16,7 @@ state, frozen params, batch), ahead-of-time compiles it for the mesh and reports
     compiled peak = argument + output - alias + temp: everything that is live at once at the worst point of the
     step (inputs stay allocated, outputs not aliased to a donated input are new buffers, temp is the arena);
     peak estimate = compiled peak + unread inputs: jit leaves arguments the step never reads out of the compiled
-    program (e.g. the CTD teacher's LLM), but the run still holds them on every device;
+    program, but the run still holds them on every device;
   - FLOPs per device from the compiler's cost analysis, when the backend reports them.
 
 --mesh: comma-separated axis=size over data, fsdp, tensor (missing axes are 1; it replaces config.mesh, which is

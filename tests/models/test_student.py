@@ -127,3 +127,21 @@ def test_impossible_student_configs_are_rejected(change, message):
 
 def test_student_config_round_trips_through_a_dict():
     assert StudentConfig.from_dict(StudentConfig().to_dict()) == StudentConfig()
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [((2, 4, 8, 8, 6), (3, 3, 3), (2, 2, 2)),
+                                                 ((1, 5, 7, 9, 4), (3, 3, 3), (2, 2, 2)),
+                                                 ((1, 4, 6, 6, 3), (1, 3, 3), (1, 2, 2)),
+                                                 ((1, 6, 4, 4, 5), (2, 2, 2), (2, 1, 1))])
+def test_depthwise_conv_equals_flax_grouped_conv_with_the_same_parameters(shape, kernel, stride):
+    """Same params, same SAME padding (odd sizes included): the slice-sum conv is nn.Conv(groups=D)."""
+    from liteframe_jax.models.student import DepthwiseConv3D
+
+    x = jax.random.normal(jax.random.key(0), shape)
+    d = shape[-1]
+    ours = DepthwiseConv3D(kernel, stride, nn.initializers.lecun_normal())
+    params = nn.unbox(ours.init(jax.random.key(1), x))["params"]
+    params = {**params, "bias": jax.random.normal(jax.random.key(2), (d,))}
+    ref = nn.Conv(d, kernel, strides=stride, padding="SAME", feature_group_count=d)
+    np.testing.assert_allclose(ours.apply({"params": params}, x), ref.apply({"params": params}, x),
+                               rtol=1e-5, atol=1e-5)
