@@ -83,7 +83,6 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-
         def centre_tap(key, shape, dtype=jnp.float32):
             w = np.zeros(shape, np.float32)
             w[tuple(k // 2 for k in shape[:3])] = 1.0
