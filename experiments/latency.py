@@ -35,12 +35,12 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+from liteframe_jax.cli import error as cli_error
 
 if TYPE_CHECKING:  # the heavy imports wait until something runs, so --help stays fast
     from liteframe_jax.compression.wap import WAPConfig
@@ -775,29 +775,24 @@ def _define_flags():
                         "accuracy-vs-latency Pareto plot.")
 
 
-def _err(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 def main(argv) -> int:
     from absl import app, flags
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
     if f.config is None:
-        return _err("--config is required, e.g. --config configs/latency.py:size=small")
+        return cli_error("--config is required, e.g. --config configs/latency.py:size=small")
     if not f.out:
-        return _err("--out is required (the output directory)")
+        return cli_error("--out is required (the output directory)")
     try:
         plan = validate(f.config)
         accuracy = parse_accuracy(f.accuracy, plan) if f.accuracy else []
     except ValueError as e:
-        return _err(str(e))
+        return cli_error(str(e))
     try:
         run_benchmark(plan, f.out, accuracy, config=f.config.to_dict())
     except ValueError as e:
-        return _err(str(e))
+        return cli_error(str(e))
     return 0
 
 

@@ -67,6 +67,7 @@ from liteframe_jax.train import ctd_step, lma_step
 from liteframe_jax.train.checkpointing import abstract_with_shardings
 from liteframe_jax.train.lma import parse_curriculum
 from liteframe_jax.train.optim import OptimConfig, make_optimizer
+from liteframe_jax.cli import error as cli_error
 
 GIB = 2 ** 30
 CHILD_ENV = "LITEFRAME_MEMORY_PLAN_CHILD"  # set in the re-run subprocess: never re-run twice
@@ -481,18 +482,13 @@ def _define_flags():
                       "native: this host's accelerators.")
 
 
-def _err(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 def main(argv):
     from absl import app, flags
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
     if f.config is None:
-        return _err("--config is required, e.g. --config configs/lma.py:variant=8b")
+        return cli_error("--config is required, e.g. --config configs/lma.py:variant=8b")
     config = f.config
     try:
         mesh_axes = parse_mesh(f.mesh) if f.mesh is not None else mesh_from_config(config)
@@ -511,7 +507,7 @@ def main(argv):
                             f"are available{hint}")
         report = plan(config, mesh_axes, f.frames, devices, log=lambda s: print(s, file=sys.stderr, flush=True))
     except PlanError as e:
-        return _err(str(e))
+        return cli_error(str(e))
     add_fit(report, f.device_memory_gb)
     print(format_report(report))
     if f.out:

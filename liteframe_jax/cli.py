@@ -22,3 +22,9 @@ def run(main) -> None:
         if e.code == 1 and any(a.lstrip("-").split("=")[0] in HELP_FLAGS for a in sys.argv[1:]):
             sys.exit(0)
         raise
+
+
+def error(message: str) -> int:
+    """Prints `error: message` to stderr; returns the exit code 1 for `return error(...)` in a main()."""
+    print(f"error: {message}", file=sys.stderr)
+    return 1

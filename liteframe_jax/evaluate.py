@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from liteframe_jax.cli import error as cli_error
 from liteframe_jax.models.qwen2 import positions_from_mask
 from liteframe_jax.generate import (DEFAULT_FRAMES, check_checkpoint, clip_pixels, decode_answer, end_token_id,
                                     load_model, prompt_layout, system_message_arg)
@@ -360,11 +361,6 @@ def _define_flags():
         flags.mark_flag_as_required(name)
 
 
-def _err(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 def main(argv):
     from absl import app, flags
     if len(argv) > 1:
@@ -372,20 +368,20 @@ def main(argv):
     f = flags.FLAGS
     from liteframe_jax.data.video_qa import read_records
     if not os.path.isfile(f.benchmark):
-        return _err(f"benchmark file {f.benchmark!r} does not exist")
+        return cli_error(f"benchmark file {f.benchmark!r} does not exist")
     if f.limit is not None and f.limit < 1:
-        return _err(f"--limit must be >= 1, got {f.limit}")
+        return cli_error(f"--limit must be >= 1, got {f.limit}")
     try:
         records, errors = read_records(f.benchmark)
         lines = record_lines(f.benchmark, errors)
     except (OSError, UnicodeDecodeError) as e:
-        return _err(f"cannot read {f.benchmark}: {e}")
+        return cli_error(f"cannot read {f.benchmark}: {e}")
     for line, reason in errors[:10]:
         print(f"{f.benchmark}:{line}: skipped malformed record: {reason}", file=sys.stderr)
     if len(errors) > 10:
         print(f"{f.benchmark}: {len(errors) - 10} more malformed lines skipped", file=sys.stderr)
     if not records:
-        return _err(f"{f.benchmark} has no valid records" + (f" ({len(errors)} malformed lines)" if errors else ""))
+        return cli_error(f"{f.benchmark} has no valid records" + (f" ({len(errors)} malformed lines)" if errors else ""))
     if f.limit is not None:
         records, lines = records[:f.limit], lines[:f.limit]
     from tqdm import tqdm
@@ -399,14 +395,14 @@ def main(argv):
                                         progress=lambda done, total: bar.update(done - bar.n),
                                         decode_workers=f.decode_workers)
     except (ValueError, FileNotFoundError) as e:
-        return _err(str(e))
+        return cli_error(str(e))
     skipped = [{"line": line, "reason": reason} for line, reason in errors]
     skipped += [{"line": lines[s["index"]], "id": s["id"], "reason": s["reason"]} for s in result.pop("skipped")]
     for p in result["predictions"]:
         p["line"] = lines[p.pop("index")]
     if result["overall"]["total"] == 0:
         first = f"; first: line {skipped[0]['line']}: {skipped[0]['reason']}" if skipped else ""
-        return _err(f"no record of {f.benchmark} could be evaluated ({len(skipped)} skipped{first})")
+        return cli_error(f"no record of {f.benchmark} could be evaluated ({len(skipped)} skipped{first})")
     out = {"checkpoint": str(f.checkpoint), "benchmark": str(f.benchmark), **result, "skipped": skipped,
            "system_message": f.system_message}
     out["predictions"] = out.pop("predictions")  # keep the long list last
