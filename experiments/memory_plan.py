@@ -254,20 +254,30 @@ def with_shardings(tree, shardings):
     return abstract_with_shardings(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree), shardings)
 
 
-def abstract_args(spec: StepSpec, mesh, rules) -> tuple:
+def as_dtype(tree, dtype: str | None):
+    """Floating leaves of `tree` (ShapeDtypeStructs) in `dtype` (None: unchanged)."""
+    if dtype is None:
+        return tree
+    cast = lambda x: jax.ShapeDtypeStruct(x.shape, jnp.dtype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                                          else x.dtype)
+    return jax.tree.map(cast, tree)
+
+
+def abstract_args(spec: StepSpec, mesh, rules, frozen_dtype: str | None = None) -> tuple:
     """The step's arguments as sharded ShapeDtypeStructs, in call order.
-    CTD: (state, teacher params, (mean (C,), std (C,)), batch); LMA: (state, frozen params, batch)."""
+    CTD: (state, teacher params, (mean (C,), std (C,)), batch); LMA: (state, frozen params, batch).
+    frozen_dtype: the stored dtype of the frozen parameters (teacher / frozen part); None = the model's fp32."""
     batch = with_shardings(spec.batch, batch_shardings(mesh, spec.batch, rules))
     if spec.kind == "ctd":
         abstract, sh = ctd_step.state_shardings(spec.setup, spec.tx, mesh, rules)
-        teacher = with_shardings(nn.unbox(ctd_step.abstract_teacher(spec.setup)),
+        teacher = with_shardings(as_dtype(nn.unbox(ctd_step.abstract_teacher(spec.setup)), frozen_dtype),
                                  ctd_step.teacher_shardings(spec.setup, mesh, rules))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         c = spec.setup.student.out_dim
         stats = tuple(jax.ShapeDtypeStruct((c,), jnp.float32, sharding=replicated) for _ in range(2))
         return with_shardings(abstract, sh), teacher, stats, batch
     abstract, sh, frozen_sh = lma_step.state_shardings(spec.setup, spec.tx, mesh, rules)
-    frozen = nn.unbox(lma_step.split_abstract(spec.setup)[1])
+    frozen = as_dtype(nn.unbox(lma_step.split_abstract(spec.setup)[1]), frozen_dtype)
     return with_shardings(abstract, sh), with_shardings(frozen, frozen_sh), batch
 
 
@@ -331,7 +341,8 @@ def flops(compiled) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def plan(config, mesh_axes: dict[str, int], frames: int | None = None, devices=None, log=None) -> dict:
+def plan(config, mesh_axes: dict[str, int], frames: int | None = None, devices=None, log=None,
+         frozen_dtype: str | None = None) -> dict:
     """Compiles the config's train step for `mesh_axes` on `devices` (default: the first N of jax.devices())
     with abstract inputs and returns the report dict (bytes are per device). Raises PlanError before compiling
     when the mesh, batch, frames or config cannot work."""
@@ -344,7 +355,7 @@ def plan(config, mesh_axes: dict[str, int], frames: int | None = None, devices=N
         raise PlanError(f"mesh {mesh_axes} needs {n} devices but {len(devices)} are available")
     mesh = make_mesh(mesh_axes, devices[:n])
     rules = rules_from_config(config.sharding_rules)
-    args = abstract_args(spec, mesh, rules)
+    args = abstract_args(spec, mesh, rules, frozen_dtype)
     analytic = analytic_bytes(args)
     platform = devices[0].platform
     slow = " (this takes a minute or more at 8B on a CPU)" if config.variant != "tiny" and platform == "cpu" else ""
@@ -362,6 +373,7 @@ def plan(config, mesh_axes: dict[str, int], frames: int | None = None, devices=N
     return {"kind": spec.kind, "variant": config.variant, "mesh": dict(mesh_axes), "num_devices": n,
             "platform": platform, "device_kind": devices[0].device_kind, "frames": spec.frames,
             "batch_size": int(config.train.batch_size), "batch_per_shard": int(config.train.batch_size) // shards,
+            "frozen_dtype": frozen_dtype or "float32",
             **spec.info, "lower_seconds": round(t1 - t0, 2), "compile_seconds": round(t2 - t0, 2),
             "analytic": analytic, "memory_analysis": memory,
             "memory_note": note if memory else
@@ -478,6 +490,9 @@ def _define_flags():
     flags.DEFINE_float("device_memory_gb", None, "Memory of one device in GiB (e.g. 80 for an H100): report "
                        "whether the peak estimate fits.")
     flags.DEFINE_string("out", None, "Write the report as JSON here.")
+    flags.DEFINE_enum("frozen_dtype", "bfloat16", ["bfloat16", "float32"],
+                      "Stored dtype of the frozen parameters (CTD teacher, LMA frozen LLM/encoder): the run keeps a "
+                      "checkpoint's dtype, and InternVL3 releases imported with --dtype auto are bfloat16.")
     flags.DEFINE_enum("platform", "cpu", ["cpu", "native"], "cpu: simulated CPU devices (no hardware needed); "
                       "native: this host's accelerators.")
 
@@ -505,7 +520,8 @@ def main(argv):
             hint = "" if f.platform == "cpu" else " (use --platform=cpu to plan with simulated devices)"
             raise PlanError(f"mesh {mesh_axes} needs {n} devices, {len(devices)} {devices[0].platform} devices "
                             f"are available{hint}")
-        report = plan(config, mesh_axes, f.frames, devices, log=lambda s: print(s, file=sys.stderr, flush=True))
+        report = plan(config, mesh_axes, f.frames, devices, log=lambda s: print(s, file=sys.stderr, flush=True),
+                      frozen_dtype=None if f.frozen_dtype == "float32" else f.frozen_dtype)
     except PlanError as e:
         return cli_error(str(e))
     add_fit(report, f.device_memory_gb)

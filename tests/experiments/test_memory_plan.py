@@ -78,3 +78,13 @@ def test_cli_help_and_bad_mesh():
     proc = subprocess.run([sys.executable, "-m", "experiments.memory_plan", "--config", "configs/ctd.py:variant=tiny",
                            "--mesh", "data=2,pipeline=2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "error: unknown mesh axis 'pipeline'" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_bf16_frozen_params_take_half_the_bytes():
+    config = lma.get_config("variant=tiny")
+    fp32 = mp.plan(config, mp.parse_mesh("fsdp=2"), devices=jax.devices())
+    bf16 = mp.plan(config, mp.parse_mesh("fsdp=2"), devices=jax.devices(), frozen_dtype="bfloat16")
+    assert (fp32["frozen_dtype"], bf16["frozen_dtype"]) == ("float32", "bfloat16")
+    a, b = fp32["analytic"], bf16["analytic"]
+    assert b["frozen_params"]["bytes"] * 2 == a["frozen_params"]["bytes"]
+    assert b["trainable_params"]["bytes"] == a["trainable_params"]["bytes"]  # trained params stay fp32
