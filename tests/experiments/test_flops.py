@@ -49,12 +49,13 @@ def _prefill_args(plan, pipeline, frames):
 
 
 def _non_matmul(plan, pipeline, frames, parts):
-    """The analytic FLOPs that are not dot/convolution ops: WAP's norms (half its count), the temporal convs
-    (written as shifted multiply-adds)."""
+    """The analytic FLOPs that are not dot/convolution ops: WAP's norms (half its count), the temporal convs and
+    the depth-wise downsampling convs (both written as shifted multiply-adds)."""
     if pipeline == "teacher_wap":
         return parts["wap"] / 2
     if pipeline == "student":
-        return flops.student_encoder(plan.student.student, frames)["temporal_conv"]
+        parts = flops.student_encoder(plan.student.student, frames)
+        return parts["temporal_conv"] + parts["downsample"]
     return 0.0
 
 
