@@ -15,7 +15,8 @@ from liteframe_jax.losses.ctd import CTDLossConfig
 from liteframe_jax.models.config import DownsampleStage, StudentConfig
 from liteframe_jax.models.internvl import init_params
 from liteframe_jax.sharding import make_mesh
-from liteframe_jax.train.ctd_step import CTDSetup, init_state, make_eval_step, make_train_step, state_shardings
+from liteframe_jax.train.ctd_step import (TEACHER_PARTS, CTDSetup, init_state, make_eval_step, make_train_step,
+                                          state_shardings)
 from liteframe_jax.train.optim import OptimConfig, make_optimizer
 
 TEACHER = model_from_config(internvl3_tiny.get_config())
@@ -29,7 +30,9 @@ STATS = (np.zeros(64, np.float32), np.ones(64, np.float32))
 
 @pytest.fixture(scope="module")
 def teacher_params():
-    return nn.unbox(init_params(TEACHER, seed=0))
+    """What CTD holds of the teacher (TEACHER_PARTS: the vision tower and projector)."""
+    params = nn.unbox(init_params(TEACHER, seed=0))
+    return {k: params[k] for k in TEACHER_PARTS}
 
 
 def batches(n, seed=0):
