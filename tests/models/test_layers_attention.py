@@ -48,7 +48,8 @@ def test_causal_slots_with_cache_offset_match_an_explicit_mask():
 
 def test_chunked_holds_a_fraction_of_the_logits():
     """448px-like frame attention (1025 tokens, 16 heads, 8 frames): the compiled temp memory of "chunked" is far
-    below the (B, N, T, S) fp32 logits that "xla" materializes."""
+    below the (B, N, T, S) fp32 logits, whatever the backend's compiler does with the plain "xla" form (XLA:CPU
+    now fuses it into smaller buffers; GPU compilers keep the logits)."""
     shape_q = jax.ShapeDtypeStruct((8, 1025, 16, 64), jnp.float32)
     logits_bytes = 8 * 16 * 1025 * 1025 * 4
 
@@ -56,8 +57,7 @@ def test_chunked_holds_a_fraction_of_the_logits():
         f = jax.jit(lambda q, k, v: attention(q, k, v, implementation=impl, query_chunk=128))
         return f.lower(shape_q, shape_q, shape_q).compile().memory_analysis().temp_size_in_bytes
 
-    xla, chunked = temp("xla"), temp("chunked")
-    assert xla >= logits_bytes
+    chunked = temp("chunked")
     assert chunked < logits_bytes / 2, (chunked, logits_bytes)  # one block of logits + q/out re-layouts
 
 
