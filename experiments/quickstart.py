@@ -120,17 +120,10 @@ def run_lma(work: Path, encoder: str, student: Path, summary: dict) -> Path:
 
 def latency_ms(model, ids, pixels, repeats: int) -> dict:
     """Median ms of the jitted visual encoding and of encoding + LLM prefill (logits of the whole prompt)."""
-    import jax
-    import numpy as np
+    from experiments.timing import time_call
 
     def timed(fn):
-        jax.block_until_ready(fn())  # compile + warm up
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(fn())
-            times.append((time.perf_counter() - t) * 1e3)
-        return float(np.median(times))
+        return time_call(fn, warmup=1, repeats=repeats)["median_ms"]
 
     return {"encode_ms": timed(lambda: model.encode_frames(pixels)),
             "encode_prefill_ms": timed(lambda: model.logits(ids, pixels))}

@@ -79,7 +79,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array 
     at slots <= query_slots[t]. Returns (B, T, N, H).
 
     implementation: "xla" (the whole (B, N, T, S) logits at once), "chunked" (XLA over query blocks of
-    `query_chunk` (default QUERY_CHUNK), recomputed in the backward pass: memory (B, N, query_chunk, S) instead of (B, N, T, S)),
+    `query_chunk` (default QUERY_CHUNK), recomputed in the backward pass: memory (B, N, query_chunk, S)),
     "cudnn" (fused flash attention on NVIDIA GPUs, bf16/fp16) or "pallas" (the TPU flash-attention kernel)."""
     if implementation not in ATTENTION_IMPLS:
         raise ValueError(f"attention implementation {implementation!r} must be one of {ATTENTION_IMPLS}")
