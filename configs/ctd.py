@@ -19,9 +19,7 @@ from liteframe_jax.train.optim import OptimConfig
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, variant="tiny", steps=0, batch_size=0)
-    if args.variant not in ("tiny", "8b"):
-        raise ValueError(f"variant={args.variant!r} must be tiny or 8b")
+    args = parse_arg(arg, choices={"variant": ("tiny", "8b")}, variant="tiny", steps=0, batch_size=0)
     tiny = args.variant == "tiny"
     c = ml_collections.ConfigDict()
     c.kind = "ctd"

@@ -60,10 +60,8 @@ def _list(text: str, kind=str) -> tuple:
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, size="real", dtype="", attention="xla", frames="", pipelines="teacher+teacher_wap+student",
-                     stages="vision+prefill")
-    if args.size not in SIZES:
-        raise ValueError(f"size={args.size!r} must be one of {SIZES}")
+    args = parse_arg(arg, choices={"size": SIZES}, size="real", dtype="", attention="xla", frames="",
+                     pipelines="teacher+teacher_wap+student", stages="vision+prefill")
     size = args.size
     dtype = args.dtype or ("bfloat16" if size == "real" else "float32")
     if size == "real":

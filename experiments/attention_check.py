@@ -82,8 +82,9 @@ def max_rel_err(a, ref, valid_rows=None) -> float:
     return float(np.max(np.abs(a - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
-def check(shape_name: str, impls: list[str], dtype: str, repeats: int = 5) -> dict:
-    s = SHAPES[shape_name]
+def check(shape_name: str, impls: list[str], dtype: str, repeats: int = 5, shape: Shape | None = None) -> dict:
+    """Compares `impls` with "xla" at SHAPES[shape_name] (or `shape`, labelled shape_name): the report entry."""
+    s = shape or SHAPES[shape_name]
     q, k, v, r, key_valid, query_slots = inputs(s, jnp.dtype(dtype))
     rows = None
     if s.left_pad:  # query rows of padded positions attend nothing valid under a causal mask
