@@ -3,7 +3,7 @@
 This module builds a tiny, random, fully deterministic transformers ``InternVLForConditionalGeneration``
 (InternViT-style vision tower + pixel shuffle + ``mlp1`` projector + Qwen2 LLM), writes it to disk in the three
 weight layouts a converter has to read, and computes the PyTorch reference outputs that the JAX port is compared
-against. Nothing is downloaded: everything is built from configs (see ``shared/reference/internvl3.md`` §5, §6).
+against. Nothing is downloaded: everything is built from configs.
 
 Public API
 ----------

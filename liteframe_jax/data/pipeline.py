@@ -465,13 +465,15 @@ class DropSkipped(grain.transforms.Filter):
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-    """Keep grain worker processes off accelerators (pitfall P8): they only decode."""
+    """Keep grain worker processes off accelerators: they only decode, and a worker that initialised the GPU
+    backend would take device memory (or the TPU lock) from the trainer."""
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def _ensure_absl_flags_parsed() -> None:
-    """grain workers read absl flags (pitfall P7); outside absl.app.run mark them parsed with their defaults."""
+    """grain reads its options from absl flags, in workers too, and fails on unparsed flags; outside absl.app.run
+    (tests, notebooks) mark them parsed with their defaults."""
     from absl import flags
 
     if not flags.FLAGS.is_parsed():

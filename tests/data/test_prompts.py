@@ -50,7 +50,7 @@ def test_bad_frame_counts_are_rejected(num_frames, k):
 # ------------------------------------------------------------------------------------------------ template
 
 def test_two_frame_prompt_matches_internvl_literal_format():
-    # internvl3.md section 7.3, with the 256 placeholders per frame written out
+    # the literal InternVL2.5/3 chat prompt for a two-frame video, with the 256 placeholders per frame written out
     ctx = "<IMG_CONTEXT>" * 256
     expected = ("<|im_start|>system\n你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发"
                 "的多模态大语言模型。<|im_end|>\n"

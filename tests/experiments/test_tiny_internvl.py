@@ -98,7 +98,8 @@ def test_key_mapping_roundtrip_and_counts():
         assert len(sd) == counts["hf_runtime"]
         orig = ti.hf_runtime_to_original(sd)
         assert len(orig) == counts["original"]
-        # Formula from internvl3.md §5.1 with qkv bias (+2 per vision layer for qk norm).
+        # Per vision layer: fused qkv weight+bias, proj weight+bias, ls1, ls2, two norms (weight+bias each),
+        # fc1/fc2 (weight+bias each) = 14 tensors, +2 for q/k norms.
         qk = 2 if spec.use_qk_norm else 0
         assert counts["original"] == 4 + spec.vision_layers * (14 + qk) + 6 + 1 + spec.text_layers * 12 + 2
         # Fused qkv rows are [q; k; v].
@@ -167,7 +168,8 @@ def test_checkpoint_roundtrip(model, tmp_path, layout, num_shards):
 
 
 def _pixel_shuffle_project(model, vision_hidden: np.ndarray) -> np.ndarray:
-    """Independent v2 pixel shuffle (internvl3.md §2 closed form) + projector on vision_hidden[:, 1:]."""
+    """Independent v2 pixel shuffle (written out as reshapes/transposes, not the library's) + projector on
+    vision_hidden[:, 1:]."""
     x = torch.from_numpy(vision_hidden[:, 1:])
     n, t, c = x.shape
     g = int(round(t ** 0.5))
