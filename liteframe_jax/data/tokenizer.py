@@ -104,7 +104,8 @@ def load_tokenizer(directory: str | os.PathLike):
     from transformers import AutoTokenizer  # heavy import, only when a tokenizer is actually loaded
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        # never run code from the folder (a tokenizer_config.json may name a class in a .py file beside it)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # transformers raises OSError, ValueError, KeyError, ... for broken files
         raise ValueError(f"could not load a tokenizer from {str(directory)!r}: {e}") from e
     if not tokenizer.is_fast:

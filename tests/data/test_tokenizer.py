@@ -2,6 +2,9 @@
 folder that transformers loads offline."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +143,22 @@ def test_load_of_broken_tokenizer_files_names_the_folder(tmp_path):
     (tmp_path / "broken" / "tokenizer.json").write_text('{"not": "a tokenizer"}')
     with pytest.raises(ValueError, match="broken"):
         load_tokenizer(tmp_path / "broken")
+
+
+def test_a_tokenizer_folder_naming_custom_code_is_refused_without_running_it(tmp_path):
+    """A checkpoint may name a tokenizer class in a .py file beside it (auto_map); that code must never run, even
+    when a user would answer transformers' "do you trust this code?" prompt with yes."""
+    evil = tmp_path / "evil"
+    save_tiny_tokenizer(evil)
+    marker = tmp_path / "ran"
+    (evil / "evil_tokenizer.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
+                                            "from transformers import PreTrainedTokenizerFast as EvilTokenizer\n")
+    config = json.loads((evil / "tokenizer_config.json").read_text())
+    config.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": [None, "evil_tokenizer.EvilTokenizer"]})
+    (evil / "tokenizer_config.json").write_text(json.dumps(config))
+    code = ("import sys\nfrom liteframe_jax.data.tokenizer import load_tokenizer\n"
+            f"try:\n    load_tokenizer({str(evil)!r})\nexcept ValueError as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], input="y\ny\n", capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert not marker.exists(), out.stdout + out.stderr
+    assert out.returncode == 0 and "refused:" in out.stdout, out.stdout + out.stderr
