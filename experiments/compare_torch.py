@@ -224,8 +224,8 @@ def plan_parts(opts: Options, log: Callable[[str], None]) -> tuple[Size, dict[st
 # ------------------------------------------------------------------------------------------------- models
 
 def tiny_spec(s: Size, prompt_tokens: int, seed: int):
-    """The `experiments.tiny_internvl.TinySpec` describing Size `s` (its builder works at any size)."""
-    from experiments.tiny_internvl import TinySpec
+    """The `testing.tiny_internvl.TinySpec` describing Size `s` (its builder works at any size)."""
+    from testing.tiny_internvl import TinySpec
     return TinySpec(vision_hidden=s.vision_hidden, vision_layers=s.vision_layers, vision_heads=s.vision_heads,
                     vision_mlp=s.vision_mlp, image_size=s.image_size, patch_size=s.patch_size,
                     text_hidden=s.text_hidden, text_layers=s.text_layers, text_heads=s.text_heads,
@@ -246,7 +246,7 @@ def random_models(s: Size, opts: Options, log: Callable[[str], None]):
     Returns (torch model (eval, opts.dtype), our InternVLConfig, params as nested numpy dict)."""
     import torch
 
-    from experiments.tiny_internvl import build_reference, write_checkpoint
+    from testing.tiny_internvl import build_reference, write_checkpoint
     from liteframe_jax.checkpoints.import_internvl import import_internvl3
 
     spec = tiny_spec(s, opts.prompt_tokens, opts.seed)
@@ -295,7 +295,7 @@ def torch_from_original(src: Path, cfg, torch_dtype):
     """Builds transformers' InternVL from an OpenGVLab-layout directory (fused attn.qkv keys)."""
     from transformers import InternVLForConditionalGeneration
 
-    from experiments.tiny_internvl import original_to_hf_runtime
+    from testing.tiny_internvl import original_to_hf_runtime
     from liteframe_jax.checkpoints.import_internvl import open_weights
 
     try:

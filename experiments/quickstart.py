@@ -54,7 +54,7 @@ def build_teacher(work: Path, summary: dict):
     import torch
 
     import liteframe_jax as lf
-    from experiments.tiny_internvl import TinySpec, build_reference, reference_outputs, write_checkpoint
+    from testing.tiny_internvl import TinySpec, build_reference, reference_outputs, write_checkpoint
     from liteframe_jax.checkpoints.import_internvl import convert_internvl3
     from liteframe_jax.data.frames import moving_square_clip, normalize_frames
     from liteframe_jax.data.tokenizer import save_tiny_tokenizer

@@ -1,6 +1,6 @@
 """Importing PyTorch InternVL3 checkpoints: what is accepted, what is refused, and what ends up on disk.
 
-A tiny random transformers InternVL3 (experiments/tiny_internvl.py) is written once per module in each key
+A tiny random transformers InternVL3 (testing/tiny_internvl.py) is written once per module in each key
 layout; each test copies the checkpoint it damages. Bad input must give ONE error (of a type the CLI turns into
 an `error:` line) that names the problem, and leave nothing at the destination: no output directory and no hidden
 `.NAME.partial-*` / `.NAME.old-*` sibling.
@@ -29,7 +29,7 @@ from liteframe_jax.checkpoints import store
 from liteframe_jax.checkpoints.import_internvl import CheckpointMismatchError, convert_internvl3, import_internvl3
 from liteframe_jax.checkpoints.safetensors_stream import CheckpointFormatError, SafetensorsCheckpoint
 from liteframe_jax.models.config import ConfigError
-from experiments.tiny_internvl import (TinySpec, build_reference, hf_runtime_to_original, make_inputs,
+from testing.tiny_internvl import (TinySpec, build_reference, hf_runtime_to_original, make_inputs,
                                            write_checkpoint)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -47,7 +47,7 @@ def test_cli_tiny_writes_json_with_both_frameworks(tmp_path):
 
 @pytest.mark.parametrize("layout", ["original", "hf"])
 def test_real_checkpoint_directory_in_either_layout(tmp_path, layout):
-    from experiments.tiny_internvl import TinySpec, build_reference, write_checkpoint
+    from testing.tiny_internvl import TinySpec, build_reference, write_checkpoint
 
     spec = TinySpec()
     src = write_checkpoint(build_reference(spec), spec, tmp_path / layout, layout)

@@ -12,7 +12,7 @@ import pytest
 
 import liteframe_jax as lf
 from liteframe_jax.models.internvl import InternVL
-from experiments.tiny_internvl import TinySpec, build_reference, make_inputs, reference_outputs, write_checkpoint
+from testing.tiny_internvl import TinySpec, build_reference, make_inputs, reference_outputs, write_checkpoint
 
 TOL = 1e-5
 SPECS = {

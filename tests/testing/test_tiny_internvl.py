@@ -1,4 +1,4 @@
-"""Self-test of the hub-free tiny InternVL reference (experiments/tiny_internvl.py)."""
+"""Self-test of the hub-free tiny InternVL reference (testing/tiny_internvl.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import tiny_internvl as ti
+from testing import tiny_internvl as ti
 
 SPEC = ti.TinySpec()
 
