@@ -1,8 +1,12 @@
 """Video files <-> uint8 RGB frames with PyAV (FFmpeg ships inside the `av` wheel): probe, decode, encode.
 
-Decoding is sequential (decode from the start, keep the wanted frames, stop after the last one), which the
-reference benchmark found as fast as seeking for short clips and bit-identical to decord. Frame i is the i-th
-frame the decoder outputs. Frames are converted to RGB at native size by FFmpeg (as decord does), then resized
+Frame i is the i-th frame the decoder outputs when decoding from the start. `decode_frames` reaches the wanted
+frames either sequentially (decode from the start, keep the wanted frames, stop after the last one) or by seeking
+to the keyframe before each wanted frame and decoding forward from there (`data.video_index`: the frame index of
+a stream from its packets, and the seek plan). method="auto" picks whichever decodes fewer frames, so short clips
+decode as before and sampling from a long video costs about what is sampled, not the video's length. Both give
+bit-identical frames; when frames cannot be located by timestamp (packets without timestamps, a truncated file)
+or a seek does not land where the index says, decoding falls back to sequential and logs it once per file. Frames are converted to RGB at native size by FFmpeg (as decord does), then resized
 to `size` ignoring aspect ratio with bicubic filtering: `resample="pil"` (default) is Pillow's
 `Image.resize(BICUBIC)`, exactly InternVL's per-frame resize; `resample="swscale"` uses FFmpeg's bicubic
 scaler (no Pillow needed, ~2x faster, within about 1 grey level on average of Pillow's result).
@@ -19,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fractions
+import functools
+import logging
 import operator
 import os
 
@@ -26,8 +32,12 @@ import av
 import numpy as np
 
 from liteframe_jax.data.sampling import fixed_fps_indices, segment_middle_indices
+from liteframe_jax.data.video_index import FrameIndex, plan_seeks, sequential_cost
 
 _AV_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, IndexError)
+DECODE_METHODS = ("auto", "sequential", "seek")
+_log = logging.getLogger(__name__)
+_fallback_logged: set[str] = set()  # files whose fallback to sequential decoding was logged (once per file)
 
 # codec -> (pixel format, encoder options) used by write_video unless overridden.
 CODEC_DEFAULTS = {
@@ -160,13 +170,16 @@ def _resizer(size, resample: str):
 
 
 def decode_frames(path, indices, size: tuple[int, int] | None = (448, 448), threads: int = 0,
-                  resample: str = "pil") -> np.ndarray:
+                  resample: str = "pil", method: str = "auto") -> np.ndarray:
     """Decode frames `indices` (any order, repeats allowed) -> uint8 (len(indices), h, w, 3) RGB.
 
     size=(height, width) resizes every frame to exactly that (bicubic, aspect ignored); None keeps the native
-    size. Decoding stops after the largest wanted index, so early frames of a truncated file still decode.
-    VideoDecodeError when the file cannot be opened, yields no frame at all, or ends (or fails, e.g. cut
-    short) before a wanted frame; the message lists the missing indices and how many frames were decoded.
+    size. method: "sequential" decodes from the start up to the largest wanted index (so early frames of a
+    truncated file still decode); "seek" seeks to the keyframe before each wanted frame; "auto" (default) takes
+    whichever decodes fewer frames. Seeking falls back to sequential decoding when the frames cannot be located
+    (logged once per file). VideoDecodeError when the file cannot be opened, yields no frame at all, or ends (or
+    fails, e.g. cut short) before a wanted frame; the message lists the missing indices and how many frames were
+    decoded.
     """
     p = os.fspath(path)
     idx = np.asarray(indices)
@@ -174,29 +187,112 @@ def decode_frames(path, indices, size: tuple[int, int] | None = (448, 448), thre
         raise ValueError(f"indices must be a non-empty 1-D sequence of integers, got {indices!r}")
     if idx.min() < 0:
         raise ValueError(f"frame indices must be >= 0, got {idx.min()}")
+    if method not in DECODE_METHODS:
+        raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
     threads = _check_threads(threads)
     resize = _resizer(size, resample)
-    wanted: dict[int, list[int]] = {}
-    for pos, i in enumerate(idx.tolist()):
-        wanted.setdefault(i, []).append(pos)
-    out: list[np.ndarray | None] = [None] * idx.size
+    wanted = idx.tolist()
+    if method != "sequential":
+        plan = None
+        index = frame_index(p)
+        if index is not None:
+            plan = plan_seeks(index, wanted)
+        if plan is not None and (method == "seek" or plan.cost < sequential_cost(wanted)):
+            with _open_video(p, threads) as (container, stream):
+                found = _decode_planned(container, stream, index, plan, resize)
+            if found is not None:
+                return np.stack([found[i] for i in wanted])
+            _log_fallback(p, "a seek did not land where the frame index says")
+        elif plan is None and method == "seek":
+            _log_fallback(p, "frames cannot be located by timestamp")
+    return _decode_sequential(p, wanted, threads, resize)
+
+
+def _log_fallback(path: str, reason: str) -> None:
+    if path not in _fallback_logged and len(_fallback_logged) < 10_000:
+        _fallback_logged.add(path)
+        _log.warning("decoding %s sequentially: %s", path, reason)
+
+
+def frame_index(path) -> FrameIndex | None:
+    """The frame index of the first video stream (`data.video_index`), from its packets (no decoding); None when
+    frames cannot be located by timestamp or the file cannot be read to its end. Cached per file (path, size,
+    modification time), so sampling a video again does not demux it again."""
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    return _frame_index_cached(p, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _frame_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex | None:
+    del size, mtime_ns  # cache key only: a rewritten file is indexed again
+    try:
+        with _open_video(path, threads=1) as (container, stream):
+            packets = []
+            for packet in container.demux(stream):
+                if packet.size > 0:  # the final flush packet is empty
+                    packets.append((packet.pts, bool(packet.is_keyframe)))
+            expected = stream.frames
+    except (VideoDecodeError, *_AV_ERRORS):
+        return None
+    if expected and expected != len(packets):
+        return None
+    return FrameIndex.from_packets(packets)
+
+
+def _decode_planned(container, stream, index: FrameIndex, plan, resize) -> dict[int, np.ndarray] | None:
+    """{frame number: resized RGB} for plan.frames, following the plan's seeks; None when the decoder does not
+    produce the frames where the index says (the caller then decodes sequentially)."""
+    found: dict[int, np.ndarray] = {}
+    frames = None
+    floor = 0
+    try:
+        for want, key in zip(plan.frames, plan.seeks):
+            if key is not None:
+                container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
+                frames, floor = container.decode(stream), key
+            for frame in frames:
+                n = None if frame.pts is None else index.frame_of_pts(frame.pts)
+                if n is None or n > want:
+                    return None
+                if n < floor:  # leading frames of an open GOP, or before the keyframe: not reliable, not needed
+                    continue
+                if n == want:
+                    found[want] = resize(frame.to_ndarray(format="rgb24"))
+                    break
+            else:
+                return None
+    except _AV_ERRORS:
+        return None
+    return found
+
+
+def _decode_sequential(p: str, wanted: list[int], threads: int, resize) -> np.ndarray:
+    """Decode from the start up to the largest wanted frame number (see decode_frames)."""
+    positions: dict[int, list[int]] = {}
+    for pos, i in enumerate(wanted):
+        positions.setdefault(i, []).append(pos)
+    out: list[np.ndarray | None] = [None] * len(wanted)
     decoded, failure = 0, None
     with _open_video(p, threads) as (container, stream):
         try:
             for i, frame in enumerate(container.decode(stream)):
                 decoded = i + 1
-                if i in wanted:
+                if i in positions:
                     rgb = resize(frame.to_ndarray(format="rgb24"))
-                    for pos in wanted.pop(i):
+                    for pos in positions.pop(i):
                         out[pos] = rgb
-                    if not wanted:
+                    if not positions:
                         break
         except _AV_ERRORS as e:
             failure = f"{type(e).__name__}: {e}"
     if decoded == 0:
         raise VideoDecodeError(p, "zero decodable frames" + (f" ({failure})" if failure else ""))
-    if wanted:
-        missing = sorted(wanted)
+    if positions:
+        missing = sorted(positions)
         shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
         ended = f"decoding stopped after {decoded} frames" + (f" ({failure})" if failure else "")
         raise VideoDecodeError(p, f"frame indices [{shown}] not decodable: {ended}; truncated or corrupt file?")
@@ -205,12 +301,13 @@ def decode_frames(path, indices, size: tuple[int, int] | None = (448, 448), thre
 
 def load_clip(path, num_frames: int | None, size: tuple[int, int] | None = (448, 448), sampling: str = "segment",
               fps: float | None = None, bound: tuple[float, float] | None = None, threads: int = 0,
-              resample: str = "pil") -> tuple[np.ndarray, np.ndarray]:
+              resample: str = "pil", method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Probe, choose frames, decode -> (frames uint8 (T, h, w, 3), indices int64 (T,)).
 
     sampling="segment": InternVL's rule, T = num_frames segment-middle frames (`segment_middle_indices`; `fps`
     must be None, the video's own fps converts `bound`). sampling="fps": frames at `fps` per second, at most
-    num_frames of them (None = no cap) (`fixed_fps_indices`). Errors as `probe_video` / `decode_frames`, and
+    num_frames of them (None = no cap) (`fixed_fps_indices`). method: as `decode_frames` (auto: sequential or
+    seeking, whichever decodes fewer frames). Errors as `probe_video` / `decode_frames`, and
     ValueError from the sampling rule (e.g. a bound outside the video).
     """
     if sampling not in ("segment", "fps"):
@@ -226,7 +323,7 @@ def load_clip(path, num_frames: int | None, size: tuple[int, int] | None = (448,
         indices = segment_middle_indices(info.num_frames, num_frames, fps=info.fps, bound=bound)
     else:
         indices = fixed_fps_indices(info.num_frames, info.fps, fps, max_frames=num_frames, bound=bound)
-    return decode_frames(path, indices, size=size, threads=threads, resample=resample), indices
+    return decode_frames(path, indices, size=size, threads=threads, resample=resample, method=method), indices
 
 
 def write_video(path, frames: np.ndarray, fps: float = 30.0, codec: str = "libx264", *, pix_fmt: str | None = None,
