@@ -226,6 +226,11 @@ def frame_index(path) -> FrameIndex | None:
     return _frame_index_cached(p, st.st_size, st.st_mtime_ns)
 
 
+def clear_index_cache() -> None:
+    """Forget the cached frame indices (benchmarks time index building; files are re-indexed when changed anyway)."""
+    _frame_index_cached.cache_clear()
+
+
 @functools.lru_cache(maxsize=256)
 def _frame_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex | None:
     del size, mtime_ns  # cache key only: a rewritten file is indexed again

@@ -1,0 +1,191 @@
+"""Video decoding speed: sequential decoding vs seeking vs the automatic choice, on videos this script makes.
+
+    python -m experiments.video_io [--minutes 0.5,5] [--codecs h264,hevc,vp9] [--gop 120] [--frames 16,64,512]
+        [--size 854x480] [--repeats 3] [--video_dir DIR] [--out FILE.json]
+
+Makes one test video per (length, codec) in --video_dir (kept and reused: encoding a long video takes minutes):
+a textured, slowly panning background with moving shapes and sensor noise at --size and 30 fps, keyframes every
+--gop frames, B-frames where the codec has them. For each video and each frame count T it samples T frames with
+InternVL's segment-middle rule and times, with one decode thread (per-core numbers), decoding them:
+  sequential  from the start to the last wanted frame;
+  seek        to the keyframe before each wanted frame (the frame index is built from the packets first, and that
+              time is included: the first sample of a video pays it);
+  auto        the library's default (whichever decodes fewer frames);
+  decord      decord's VideoReader.get_batch, when the optional `decord` package is installed (never required).
+Frames are checked identical between the methods. It reports seconds per clip and clips/s per core, and how many
+CPU cores one accelerator needs to keep the CTD step fed at a stated rate (--accel_tflops x --mfu against the
+step's analytic FLOPs per clip, experiments/flops.py, for configs/ctd.py:8b).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+from absl import flags
+
+from configs import ctd
+from experiments import flops
+from liteframe_jax.cli import error as cli_error, run
+from liteframe_jax.data import video
+from liteframe_jax.data.sampling import segment_middle_indices
+from liteframe_jax.models.config import InternVLConfig, StudentConfig
+
+CODECS = {"h264": ("libx264", "mp4", {"preset": "ultrafast", "bf": "2", "x264-params": "scenecut=0"}),
+          "hevc": ("libx265", "mkv", {"preset": "ultrafast", "x265-params": "bframes=2:scenecut=0:log-level=none"}),
+          "vp9": ("libvpx-vp9", "webm", {"deadline": "realtime", "cpu-used": "8"}),
+          "av1": ("libsvtav1", "mkv", {"preset": "12"})}
+FPS = 30
+
+
+def scene(t: int, h: int, w: int, base: np.ndarray) -> np.ndarray:
+    """Frame t (h, w, 3) uint8: the panning textured `base`, three moving shapes, a little noise."""
+    shift = (t // 2) % base.shape[1]
+    img = np.roll(base, -shift, axis=1)[:h, :w].astype(np.int16)
+    for k, color in enumerate(((230, 40, 40), (40, 200, 60), (50, 80, 230))):
+        cy = int((0.5 + 0.35 * np.sin(t / (40 + 17 * k) + k)) * h)
+        cx = int((0.5 + 0.4 * np.cos(t / (55 + 11 * k) + 2 * k)) * w)
+        r = h // (8 + 2 * k)
+        img[max(cy - r, 0):cy + r, max(cx - r, 0):cx + r] = color
+    noise = np.random.default_rng(t).integers(-3, 4, img.shape, dtype=np.int16)
+    return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def make_video(path: Path, minutes: float, codec: str, gop: int, size: tuple[int, int], log=print) -> Path:
+    """Writes the test video unless it exists; returns its path."""
+    if path.exists():
+        return path
+    encoder, _, options = CODECS[codec]
+    h, w = size
+    y, x = np.mgrid[0:h, 0:2 * w]
+    base = np.stack([128 + 100 * np.sin(x / 37.0) * np.cos(y / 23.0), (x * 0.2 + y * 0.5) % 256,
+                     128 + 90 * np.sin((x + y) / 51.0)], -1).astype(np.uint8)
+    n = int(minutes * 60 * FPS)
+    t0 = time.perf_counter()
+    tmp = path.with_name(path.stem + ".partial" + path.suffix)
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream(encoder, rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"g": str(gop), **options}
+        if codec == "hevc":
+            stream.options["x265-params"] += f":keyint={gop}:min-keyint={gop}"
+        for t in range(n):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(scene(t, h, w, base), format="rgb24")))
+        container.mux(stream.encode())
+    tmp.rename(path)
+    log(f"[video_io] wrote {path.name}: {n} frames in {time.perf_counter() - t0:.0f} s, "
+        f"{path.stat().st_size / 2**20:.1f} MiB")
+    return path
+
+
+def time_method(path: Path, indices: np.ndarray, method: str, repeats: int) -> tuple[float, np.ndarray]:
+    """Median seconds of decoding `indices` (native size, one thread) with `method`, the index cache cleared
+    before every run; and the frames."""
+    times, frames = [], None
+    for _ in range(repeats):
+        video.clear_index_cache()
+        t0 = time.perf_counter()
+        frames = video.decode_frames(path, indices, size=None, threads=1, method=method)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), frames
+
+
+def time_decord(path: Path, indices: np.ndarray, repeats: int):
+    """(median seconds, frames) with decord, or None when decord is not installed."""
+    try:
+        import decord
+    except ImportError:
+        return None
+    times, frames = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        frames = decord.VideoReader(str(path), num_threads=1).get_batch(list(indices)).asnumpy()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), frames
+
+
+def cores_needed(clips_per_core: float, accel_tflops: float, mfu: float, frames: int = 16) -> dict:
+    """CPU cores per accelerator for the CTD step of configs/ctd.py:8b at `frames` frames per clip."""
+    c = ctd.get_config("8b")
+    student = StudentConfig.from_dict({**c.student.to_dict(), "num_frames": frames})
+    vit = flops.internvit(InternVLConfig.from_dict(c.teacher.model.to_dict()).vision, frames)["total"]
+    per_clip = 3 * flops.student_encoder(student, frames)["total"] + vit
+    clips_per_s = accel_tflops * 1e12 * mfu / per_clip
+    return {"flops_per_clip": per_clip, "accelerator_clips_per_s": clips_per_s,
+            "cores": clips_per_s / clips_per_core if clips_per_core > 0 else None}
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    try:
+        minutes = [float(m) for m in f.minutes]
+        counts = [int(t) for t in f.frames]
+        w, h = (int(v) for v in f.size.lower().split("x"))
+    except ValueError:
+        return cli_error(f"--minutes, --frames must be numbers and --size WIDTHxHEIGHT, got {f.minutes} "
+                         f"{f.frames} {f.size}")
+    unknown = [c for c in f.codecs if c not in CODECS]
+    if unknown or any(m <= 0 for m in minutes) or any(t < 1 for t in counts) or f.gop < 1 or f.repeats < 1:
+        return cli_error(f"unknown --codecs {unknown} (known: {sorted(CODECS)}), or a non-positive --minutes, "
+                         "--frames, --gop or --repeats")
+    video_dir = Path(f.video_dir)
+    video_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for m in minutes:
+        for codec in f.codecs:
+            ext = CODECS[codec][1]
+            path = make_video(video_dir / f"{codec}_{m:g}min_gop{f.gop}_{w}x{h}.{ext}", m, codec, f.gop, (h, w))
+            n = video.probe_video(path).num_frames
+            for t in counts:
+                if t > n:
+                    continue
+                idx = segment_middle_indices(n, t)
+                row = {"codec": codec, "minutes": m, "frames": t, "gop": f.gop}
+                reference = None
+                for method in ("sequential", "seek", "auto"):
+                    sec, frames = time_method(path, idx, method, f.repeats)
+                    reference = frames if reference is None else reference
+                    if not np.array_equal(frames, reference):
+                        return cli_error(f"{method} frames differ from sequential decoding for {path.name}")
+                    row[method] = sec
+                dec = time_decord(path, idx, f.repeats)
+                row["decord"] = None if dec is None else dec[0]
+                if dec is not None:
+                    row["decord_max_abs_diff"] = int(np.abs(dec[1].astype(int) - reference.astype(int)).max())
+                row["speedup_auto_vs_sequential"] = row["sequential"] / row["auto"]
+                rows.append(row)
+                print(f"[video_io] {codec} {m:g} min, {t} frames: sequential {row['sequential']:.2f} s, "
+                      f"seek {row['seek']:.2f} s, auto {row['auto']:.2f} s "
+                      f"({row['speedup_auto_vs_sequential']:.1f}x)"
+                      + (f", decord {row['decord']:.2f} s" if row["decord"] is not None else ", decord not installed"),
+                      flush=True)
+    feed = None
+    at_16 = [r for r in rows if r["frames"] == 16]
+    if at_16:
+        slowest = max(at_16, key=lambda r: r["auto"])
+        feed = cores_needed(1.0 / slowest["auto"], f.accel_tflops, f.mfu)
+        feed["from"] = {k: slowest[k] for k in ("codec", "minutes", "frames")}
+        print(f"[video_io] CTD at {f.accel_tflops:g} TFLOP/s x MFU {f.mfu:g}: {feed['accelerator_clips_per_s']:.0f} "
+              f"clips/s of 16 frames per accelerator; at {1.0 / slowest['auto']:.2f} clips/s per core "
+              f"({slowest['codec']}, {slowest['minutes']:g} min) that is {feed['cores']:.0f} cores", flush=True)
+    if f.out:
+        Path(f.out).write_text(json.dumps({"rows": rows, "feed": feed}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    flags.DEFINE_list("minutes", ["0.5", "5"], "Video lengths in minutes.")
+    flags.DEFINE_list("codecs", ["h264"], "Codecs: " + ", ".join(CODECS))
+    flags.DEFINE_integer("gop", 120, "Frames between keyframes.")
+    flags.DEFINE_list("frames", ["16", "64"], "Frames sampled per clip (segment-middle rule).")
+    flags.DEFINE_string("size", "854x480", "Video size WIDTHxHEIGHT.")
+    flags.DEFINE_integer("repeats", 3, "Timed runs per method (median).")
+    flags.DEFINE_string("video_dir", "runs/video_io", "Where the test videos are made and kept.")
+    flags.DEFINE_float("accel_tflops", 989.0, "Accelerator peak for the feeding estimate (TFLOP/s).")
+    flags.DEFINE_float("mfu", 0.4, "Model FLOP utilization assumed for the feeding estimate.")
+    flags.DEFINE_string("out", None, "Write the rows as JSON here.")
+    run(main)

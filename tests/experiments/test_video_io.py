@@ -1,0 +1,36 @@
+"""experiments.video_io: test videos it makes, the methods it times, the feeding estimate."""
+
+import numpy as np
+import pytest
+
+from experiments import video_io
+from liteframe_jax.data import video
+from liteframe_jax.data.sampling import segment_middle_indices
+
+
+def test_made_videos_have_the_asked_length_and_keyframe_spacing(tmp_path):
+    path = video_io.make_video(tmp_path / "a.mp4", minutes=0.05, codec="h264", gop=30, size=(48, 64),
+                               log=lambda _: None)
+    info = video.probe_video(path)
+    assert info.num_frames == 90 and (info.width, info.height) == (64, 48)
+    index = video.frame_index(path)
+    assert index.keyframes == (0, 30, 60)
+    frames = video.decode_frames(path, [0, 45], size=None, method="sequential")
+    assert np.abs(frames[0].astype(int) - frames[1].astype(int)).mean() > 5  # the scene moves
+
+
+def test_every_method_is_timed_on_the_same_frames(tmp_path):
+    path = video_io.make_video(tmp_path / "b.webm", minutes=0.05, codec="vp9", gop=30, size=(48, 64),
+                               log=lambda _: None)
+    idx = segment_middle_indices(90, 4)
+    results = {m: video_io.time_method(path, idx, m, repeats=1) for m in ("sequential", "seek", "auto")}
+    for seconds, frames in results.values():
+        assert seconds > 0
+        np.testing.assert_array_equal(frames, results["sequential"][1])
+
+
+def test_cores_needed_scales_with_the_accelerator_rate():
+    slow = video_io.cores_needed(clips_per_core=2.0, accel_tflops=100.0, mfu=0.5)
+    fast = video_io.cores_needed(clips_per_core=2.0, accel_tflops=400.0, mfu=0.5)
+    assert slow["flops_per_clip"] > 1e12  # 16 frames at 448 px through the 87M student x3 and InternViT-300M
+    assert fast["cores"] == pytest.approx(4 * slow["cores"])
