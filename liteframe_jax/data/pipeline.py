@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import operator
@@ -186,11 +187,17 @@ class SkipStats:
     def record(self, message: str) -> None:
         self.count += 1
         if len(self.examples) < self.max_examples:
-            self.examples.append(message)
+            self.examples.append(printable(message))
 
     def summary(self) -> str:
         shown = "; ".join(self.examples[:5])
         return f"{self.count} skipped, {self.succeeded} delivered" + (f" (e.g. {shown})" if shown else "")
+
+
+def printable(text: str) -> str:
+    """`text` with the undecodable bytes of non-UTF-8 file names (surrogate-escaped by the os module) written as
+    \\xNN escapes, so it can be printed and logged."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -238,7 +245,15 @@ def _parse_bound(start, end, where: str) -> tuple[float, float]:
 def _manifest_rows(path: str) -> list[tuple[int, str, Any, Any]]:
     """(line number, video, start, end) of every entry of a JSONL or CSV manifest; DataError naming bad lines."""
     rows, errors = [], []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"manifest {path}: line {line}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+                        "write the manifest in UTF-8") from None
+    with io.StringIO(text, newline="") as f:
         if path.lower().endswith(".csv"):
             reader = csv.DictReader(f)
             if not reader.fieldnames or "video" not in [c.strip() for c in reader.fieldnames]:
@@ -307,7 +322,8 @@ def load_examples(cfg: DataConfig) -> Examples:
 def _in_eval(video_id: str, fraction: float) -> bool:
     if fraction <= 0:
         return False
-    h = int.from_bytes(hashlib.sha256(video_id.encode()).digest()[:8], "big")
+    # os.fsencode: a file name that is not UTF-8 (surrogate-escaped by os.walk) hashes as its bytes on disk
+    h = int.from_bytes(hashlib.sha256(os.fsencode(video_id)).digest()[:8], "big")
     return h / 2**64 < fraction
 
 

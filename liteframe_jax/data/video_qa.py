@@ -187,8 +187,13 @@ def read_records(path: str | os.PathLike) -> tuple[list[QARecord], list[tuple[in
     """Records of a JSONL file, and (1-based line number, reason) for each skipped malformed line.
     Blank lines are ignored; a repeated non-empty id is reported as malformed (the first one is kept)."""
     records, errors, seen = [], [], {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                errors.append((number, f"not valid UTF-8 ({e.reason} at byte {e.start} of the line)"))
+                continue
             if not line.strip():
                 continue
             try:

@@ -2,6 +2,7 @@
 sources and skipping of unreadable videos."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -323,3 +324,30 @@ def test_a_dataset_where_nothing_decodes_stops_with_an_error_naming_examples(tmp
         next(iter(ds))
     for f in bad_files:
         assert str(f) in str(e.value)
+
+
+# ---- file names and manifests that are not UTF-8 ----------------------------------------------------------------
+
+def test_a_folder_with_non_utf8_file_names_trains_and_names_them_printably(tmp_path, videos):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    good = os.path.join(os.fsencode(folder), b"clip\xff.mp4")
+    with open(good, "wb") as f:
+        f.write(videos[1][1].read_bytes())
+    with open(os.path.join(os.fsencode(folder), b"bad\xfe.mp4"), "wb") as f:
+        f.write(b"not a video")
+    cfg = DataConfig(source="folder", path=str(folder), num_frames=T, image_size=SIZE, eval_fraction=0.5,
+                     shuffle=False, num_epochs=1)
+    examples = load_examples(cfg)
+    assert len(examples) == 2 and {os.fsencode(p) for p in examples.paths} >= {good}
+    ds, skips = build_dataset(cfg.replace(eval_fraction=0.0), "train", 1)
+    assert len(list(ds)) == 1 and skips.count == 1
+    assert "bad\\xfe.mp4" in skips.examples[0]
+    skips.summary().encode("utf-8")  # printable: no surrogates left
+
+
+def test_a_manifest_that_is_not_utf8_names_the_line(tmp_path, videos):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(json.dumps({"video": str(videos[1][0])}).encode() + b'\n{"video": "caf\xe9.mp4"}\n')
+    with pytest.raises(DataError, match=r"m.jsonl: line 2: not valid UTF-8"):
+        load_examples(file_cfg(manifest))

@@ -292,3 +292,12 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         write_records(path, [_mc("a", 3), Broken()])
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["qa.jsonl"]
+
+
+def test_a_line_that_is_not_utf8_is_reported_with_its_number_and_the_rest_kept(tmp_path):
+    good = QARecord(video="a.mp4", question="What colour?", options=("red", "blue"), answer="A", task="color", id="1")
+    path = tmp_path / "qa.jsonl"
+    path.write_bytes(good.to_json().encode() + b'\n{"video": "caf\xe9.mp4"}\n')
+    records, errors = read_records(path)
+    assert records == [good]
+    assert errors[0][0] == 2 and "not valid UTF-8" in errors[0][1]
