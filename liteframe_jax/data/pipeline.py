@@ -34,6 +34,8 @@ import json
 import math
 import operator
 import os
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -482,9 +484,24 @@ class DropSkipped(grain.transforms.Filter):
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
     """Keep grain worker processes off accelerators: they only decode, and a worker that initialised the GPU
-    backend would take device memory (or the TPU lock) from the trainer."""
+    backend would take device memory (or the TPU lock) from the trainer. And make them exit with their parent."""
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    _exit_with_parent()
+
+
+def _exit_with_parent(poll_seconds: float = 0.5) -> None:
+    """Ends this process soon after its parent dies (kill -9, OOM killer, a scheduler's SIGKILL): the orphan would
+    otherwise keep decoding into a queue nobody reads, holding memory for minutes. A daemon thread watches the
+    parent pid (re-parenting changes it)."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _ensure_absl_flags_parsed() -> None:

@@ -351,3 +351,64 @@ def test_a_manifest_that_is_not_utf8_names_the_line(tmp_path, videos):
     manifest.write_bytes(json.dumps({"video": str(videos[1][0])}).encode() + b'\n{"video": "caf\xe9.mp4"}\n')
     with pytest.raises(DataError, match=r"m.jsonl: line 2: not valid UTF-8"):
         load_examples(file_cfg(manifest))
+
+
+# ---- worker processes -------------------------------------------------------------------------------------------
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_loader_workers_exit_when_the_training_process_is_killed():
+    """kill -9 of the training process: its grain workers and multiprocessing helpers follow it (Linux /proc)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = ("from liteframe_jax.data.pipeline import DataConfig, build_dataset\n"
+            "cfg = DataConfig(source='synthetic', num_frames=2, image_size=(32, 32), synthetic_videos=64, "
+            "num_workers=2, eval_fraction=0.0)\n"
+            "ds, _ = build_dataset(cfg, 'train', 2)\n"
+            "it = iter(ds); next(it)\n"
+            "print('ready', flush=True)\n"
+            "import time; time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    workers: set[int] = set()
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers  # two grain workers (+ multiprocessing's helpers)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "orphaned loader processes"
+    finally:
+        proc.kill()
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except OSError:
+                pass
