@@ -25,7 +25,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from liteframe_jax.cli import run
+from liteframe_jax.cli import check_destination, check_source, error, run
 
 MODELING_DIR = Path(__file__).parent / "torch_modeling"
 MODELING_FILES = ("configuration_liteframe.py", "modeling_liteframe.py")
@@ -161,6 +161,9 @@ def main(argv):
     missing = [f"--{n}" for n, f in (("checkpoint", _CHECKPOINT), ("dst", _DST)) if f.value is None]
     if missing:
         raise app.UsageError(f"{' and '.join(missing)} required")
+    problem = check_source(_CHECKPOINT.value) or check_destination(_DST.value)
+    if problem:
+        return error(problem)
     t0 = time.time()
     try:
         out = export_liteframe(_CHECKPOINT.value, _DST.value, dtype=_DTYPE.value, overwrite=_OVERWRITE.value)

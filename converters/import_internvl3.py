@@ -16,7 +16,7 @@ import time
 
 from absl import app, flags
 
-from liteframe_jax.cli import run
+from liteframe_jax.cli import check_destination, check_source, error, run
 
 _SRC = flags.DEFINE_string("src", None, "Local InternVL3 checkpoint directory (PyTorch / Hugging Face format).")
 _DST = flags.DEFINE_string("dst", None, "Output directory for the LiteFrame-JAX checkpoint (must not exist).")
@@ -48,6 +48,9 @@ def main(argv):
             bar = tqdm(total=n, unit="tensor", desc="importing", file=sys.stderr)
         bar.update(1)
 
+    problem = check_source(_SRC.value) or check_destination(_DST.value)
+    if problem:
+        return error(problem)
     t0 = time.time()
     try:
         out = convert_internvl3(_SRC.value, _DST.value, dtype=_DTYPE.value, allow_pickle=_ALLOW_PICKLE.value,
