@@ -101,11 +101,12 @@ def run_ctd(work: Path, summary: dict) -> Path:
 
 def run_lma(work: Path, encoder: str, student: Path, summary: dict) -> Path:
     from configs import lma as lma_config
+    from liteframe_jax.models.visual_path import configs_needed
     from liteframe_jax.train import lma
 
     c = lma_config.get_config(f"variant=tiny,encoder={encoder}")
     c.teacher.checkpoint = str(work / "teacher")
-    c.student.checkpoint = str(student) if encoder == "student" else ""
+    c.student.checkpoint = str(student) if "liteframe" in configs_needed(encoder) else ""
     c.curriculum = f"{_FRAMES.value}:{_LMA_STEPS.value}"
     c.train.eval_every = _LMA_STEPS.value
     c.data.synthetic_train_videos = _TRAIN_VIDEOS.value

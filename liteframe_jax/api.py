@@ -6,6 +6,10 @@
     vis = model.encode_frames(pixels)           # (F, H, W, 3) normalized -> (num_visual_tokens(F), d_llm)
     logits = model.logits(input_ids, pixels)    # (B, L) with <IMG_CONTEXT> placeholders -> (B, L, vocab)
     ids = model.generate(input_ids, pixels, max_new_tokens=N)   # greedy, KV-cached -> (B, N) new tokens
+
+Batches of prompts about several clips: `batch_prompts` left-pads them, `generate_from_visual` and
+`next_token_logprobs` take the clips' `encode_frames` tokens concatenated in row order. The frames -> tokens part
+is the model's visual path (`model.visual`, models.visual_path); the LLM part is models.llm_front.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The student replaces the teacher's per-frame InternViT and directly emits compressed tokens at the WAP location
 the CTD run distilled (`location`); the teacher's connector and LLM are reused unchanged (then adapted by LMA).
 A clip of T frames becomes ceil(T / st) groups of `tokens_per_group` LLM tokens (st = the student's temporal
-stride), so the prompt has one `<img>...</img>` block per group of st frames.
+stride), so the prompt has one `<img>...</img>` block per group of st frames (the layout: models.visual_path).
 """
 
 from __future__ import annotations
@@ -47,12 +47,6 @@ class LiteFrameConfig:
         _, h, w, _ = self.student.output_shape(1, image_hw)
         f = self.teacher.shuffle_factor
         return (h // f) * (w // f) if self.location == "pre_shuffle" else h * w
-
-    def num_groups(self, num_frames: int) -> int:
-        return -(-num_frames // self.frames_per_group)
-
-    def num_visual_tokens(self, num_frames: int, image_hw: tuple[int, int] | None = None) -> int:
-        return self.num_groups(num_frames) * self.tokens_per_group(image_hw)
 
     def expected_out_dim(self) -> int:
         t = self.teacher
