@@ -65,12 +65,17 @@ class VisualPath(abc.ABC):
     # ------------------------------------------------------------------ inputs
     @property
     @abc.abstractmethod
-    def image_size(self) -> tuple[int, int]:
-        """The native frame size (H, W)."""
+    def frame_config(self):
+        """The config the frames are made for (its image_size and num_channels): the ViT's or the student's."""
 
     @property
-    @abc.abstractmethod
-    def num_channels(self) -> int: ...
+    def image_size(self) -> tuple[int, int]:
+        """The native frame size (H, W)."""
+        return tuple(self.frame_config.image_size)
+
+    @property
+    def num_channels(self) -> int:
+        return self.frame_config.num_channels
 
     @abc.abstractmethod
     def frame_multiple(self) -> tuple[int, str]:
@@ -80,8 +85,8 @@ class VisualPath(abc.ABC):
         """ValueError unless `shape` is (F, H, W, C) (batched: (B, T, H, W, C)) with this path's channel count,
         at least one frame and H, W multiples of `frame_multiple()`."""
         c = self.num_channels
-        form = f"(B, T, H, W, {c})" if batched else f"(F, H, W, {c})"
-        if len(shape) != len(form.split(",")) or shape[-1] != c:
+        ndim, form = (5, f"(B, T, H, W, {c})") if batched else (4, f"(F, H, W, {c})")
+        if len(shape) != ndim or shape[-1] != c:
             raise ValueError(f"pixels must be {form} normalized floats, got {tuple(shape)}")
         if shape[-4] < 1:
             raise ValueError(f"pixels hold no frames: {tuple(shape)}")
@@ -132,12 +137,8 @@ class TeacherPath(VisualPath):
         return self.teacher.tokens_per_frame(image_hw)
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        return tuple(self.teacher.vision.image_size)
-
-    @property
-    def num_channels(self) -> int:
-        return self.teacher.vision.num_channels
+    def frame_config(self):
+        return self.teacher.vision
 
     def frame_multiple(self) -> tuple[int, str]:
         p, f = self.teacher.vision.patch_size, self.teacher.shuffle_factor
@@ -209,12 +210,8 @@ class StudentPath(VisualPath):
         return self.liteframe.tokens_per_group(image_hw)
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        return tuple(self.liteframe.student.image_size)
-
-    @property
-    def num_channels(self) -> int:
-        return self.liteframe.student.num_channels
+    def frame_config(self):
+        return self.liteframe.student
 
     def frame_multiple(self) -> tuple[int, str]:
         c = self.liteframe
