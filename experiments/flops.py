@@ -9,19 +9,19 @@ Not counted: norms, activations, softmax, RoPE, residual adds, position embeddin
 shuffle (a reshape). XLA's cost analysis counts those elementwise ops too, so compiler FLOPs come out a little
 higher (tests/experiments/test_flops.py bounds the gap).
 
-Every function returns a dict of named parts plus "total" (FLOPs for batch 1).
+Every function returns a dict of named parts plus "total" (FLOPs for batch 1). `vision(path, frames)` picks
+the vision formula of a visual path (models.visual_path).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 
 from liteframe_jax.compression.wap import WAPConfig, compressed_grid_shape
 from liteframe_jax.models.config import InternVLConfig, StudentConfig, TextConfig, VisionConfig
 from liteframe_jax.models.liteframe import LiteFrameConfig
-
-PIPELINES = ("teacher", "teacher_wap", "student")
 
 
 def _with_total(parts: dict) -> dict:
@@ -134,15 +134,10 @@ def qwen2_prefill(t: TextConfig, seq_len: int, last_only: bool = True) -> dict:
     return _with_total(parts)
 
 
-def vision(pipeline: str, teacher: InternVLConfig, student: LiteFrameConfig, wap: WAPConfig, frames: int) -> dict:
-    """Vision-stage FLOPs of one of PIPELINES at `frames` frames."""
-    if pipeline == "teacher":
-        return teacher_vision(teacher, frames)
-    if pipeline == "teacher_wap":
-        return teacher_wap_vision(teacher, wap, frames)
-    if pipeline == "student":
-        return student_vision(student, frames)
-    raise ValueError(f"pipeline={pipeline!r} must be one of {PIPELINES}")
+def vision(path, frames: int) -> dict:
+    """Vision-stage FLOPs of a visual path (models.visual_path) at `frames` frames: the path picks its formula
+    above (`VisualPath.vision_flops`)."""
+    return path.vision_flops(sys.modules[__name__], frames)
 
 
 # ------------------------------------------------------------------------------------------------ from a program

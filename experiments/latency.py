@@ -190,14 +190,16 @@ def validate(config) -> Plan:
 
 # ------------------------------------------------------------------------------------------------ prompt layout
 
+def visual_path(plan: Plan, pipeline: str):
+    """The visual path (models.visual_path) that `pipeline` names, on the plan's models."""
+    from liteframe_jax.models.visual_path import make_visual_path
+    return make_visual_path(pipeline, plan.teacher, liteframe=plan.student, wap=plan.wap)
+
+
 def layout(plan: Plan, pipeline: str, frames: int) -> tuple[int, int]:
     """(frame groups, LLM tokens per group) of a `frames`-frame clip in `pipeline`'s prompt."""
-    from liteframe_jax.compression.wap import llm_tokens_per_group
-    if pipeline == "teacher":
-        return frames, plan.teacher.tokens_per_frame()
-    if pipeline == "teacher_wap":
-        return -(-frames // plan.wap.window[0]), llm_tokens_per_group(plan.wap, plan.teacher)
-    return plan.student.num_groups(frames), plan.student.tokens_per_group()
+    path = visual_path(plan, pipeline)
+    return path.num_groups(frames), path.tokens_per_group()
 
 
 def _markers(plan: Plan) -> list[int]:
@@ -241,28 +243,25 @@ def _prefill_impl(cfg: InternVLConfig, llm_params, ids, visual):
     """ids (1, L) holding N_visual <IMG_CONTEXT> placeholders, visual (N_visual, d_llm) -> the last position's
     logits (1, vocab) fp32: embed + merge + every decoder layer over all L positions (no KV cache kept)."""
     import jax.numpy as jnp
-    from liteframe_jax.models.internvl import InternVL
-    n = ids.shape[1]
-    positions = jnp.arange(n, dtype=jnp.int32)[None]
-    key_valid = jnp.ones((1, n), bool)
-    logits, _ = InternVL(cfg).apply({"params": {"llm": llm_params}}, ids, visual, positions, key_valid, None, 0, True)
-    return logits[:, -1]
+    from liteframe_jax.models.llm_front import prompt_logits
+    return prompt_logits(cfg, llm_params, ids, visual, jnp.ones(ids.shape, jnp.int32), last_only=True)[:, -1]
 
 
 @functools.lru_cache(maxsize=None)
 def _jitted():
-    """The jitted stage functions (built on first use, so importing this module does not import jax)."""
+    """The jitted stage functions (built on first use, so importing this module does not import jax). The vision
+    stage is `visual_path.encode_frames`, exactly how lf.load'ed models encode frames: (path, encoder params,
+    (F, H, W, 3)) -> (N_visual, d_llm)."""
     import jax
-    from liteframe_jax import api
+    from liteframe_jax.models.visual_path import encode_frames
 
     prefill = jax.jit(_prefill_impl, static_argnums=0)
 
-    @functools.partial(jax.jit, static_argnums=(0, 1, 4))
-    def end_to_end(enc_cfg, llm_cfg, enc_params, llm_params, wap, pixels, ids):
-        return _prefill_impl(llm_cfg, llm_params, ids, api._encode(enc_cfg, enc_params, pixels, wap))
+    @functools.partial(jax.jit, static_argnums=(0, 1))
+    def end_to_end(path, llm_cfg, enc_params, llm_params, pixels, ids):
+        return _prefill_impl(llm_cfg, llm_params, ids, encode_frames(path, enc_params, pixels))
 
-    # api._encode is exactly how lf.load'ed models encode frames: (F, H, W, 3) -> (N_visual, d_llm)
-    return {"vision": api._encode, "prefill": prefill, "end_to_end": end_to_end}
+    return {"vision": encode_frames, "prefill": prefill, "end_to_end": end_to_end}
 
 
 def random_params(abstract, dtype, seed: int) -> dict:
@@ -297,25 +296,23 @@ def random_params(abstract, dtype, seed: int) -> dict:
     return make(jax.random.key(seed))
 
 
-def init_params(plan: Plan, needs: set[str]) -> dict:
-    """Random weights in the compute dtype (`random_params`) for needs, a subset of {"teacher", "student",
-    "llm"} -> {"teacher": {vision, projector}, "student": {student, projector}, "llm": Qwen2 params}. The LLM is
-    shared by the three pipelines (the student pipeline's projector has the teacher's shape)."""
+def init_params(plan: Plan, pipelines, llm: bool) -> dict:
+    """Random weights in the compute dtype (`random_params`) for the encoders of `pipelines` and, with `llm`, the
+    LLM -> {path.encoder_weights ("teacher": {vision, projector}, "student": {student, projector}): params,
+    "llm": Qwen2 params}. Pipelines that run the same encoder weights share them, and the LLM is shared by all
+    (the student pipeline's projector has the teacher's shape)."""
     import jax
-    from liteframe_jax.models import internvl, liteframe
+    from liteframe_jax.models import internvl
     from liteframe_jax.models.layers import compute_dtype
 
     dtype = compute_dtype(plan.dtype)
     out = {}
-    if needs & {"teacher", "llm"}:
-        abstract = internvl.abstract_params(plan.teacher)
-        if "teacher" in needs:
-            out["teacher"] = random_params({k: abstract[k] for k in ("vision", "projector")}, dtype, plan.seed)
-        if "llm" in needs:
-            out["llm"] = random_params(abstract["llm"], dtype, plan.seed + 1)
-    if "student" in needs:
-        out["student"] = random_params(liteframe.abstract_liteframe(plan.student, with_llm=False), dtype,
-                                       plan.seed + 2)
+    for i, name in enumerate(pipelines):
+        path = visual_path(plan, name)
+        if path.encoder_weights not in out:
+            out[path.encoder_weights] = random_params(path.abstract_encoder_params(), dtype, plan.seed + 2 * i)
+    if llm:
+        out["llm"] = random_params(internvl.abstract_params(plan.teacher)["llm"], dtype, plan.seed + 1)
     return jax.block_until_ready(out)
 
 
@@ -345,14 +342,6 @@ def measure(fn, args: tuple, plan: Plan, flops: float) -> dict:
             "flops_per_s": rate(flops, timing["median_ms"])}
 
 
-def _encoder(plan: Plan, pipeline: str, params: dict) -> tuple:
-    """(static model config, params, static WAP config or None) that api._encode takes for `pipeline`; params are
-    None when the vision stage is not measured."""
-    if pipeline == "student":
-        return plan.student, params.get("student"), None
-    return plan.teacher, params.get("teacher"), plan.wap if pipeline == "teacher_wap" else None
-
-
 def measure_point(plan: Plan, pipeline: str, frames: int, params: dict, out_of_memory: dict) -> dict:
     """All stages of one (pipeline, frames) point: {"pipeline", "frames", "groups", "tokens_per_group",
     "visual_tokens", "llm_tokens", "stages": {stage: {"flops", "flops_parts", + measure()'s dict or "skipped"}}}
@@ -364,10 +353,11 @@ def measure_point(plan: Plan, pipeline: str, frames: int, params: dict, out_of_m
     from liteframe_jax.models.layers import compute_dtype
 
     fns = _jitted()
-    groups, per_group = layout(plan, pipeline, frames)
+    path = visual_path(plan, pipeline)
+    groups, per_group = path.num_groups(frames), path.tokens_per_group()
     n_visual, n_llm = groups * per_group, llm_length(plan, groups, per_group)
     d_llm = plan.teacher.text.hidden_size
-    parts = {"vision": analytic.vision(pipeline, plan.teacher, plan.student, plan.wap, frames),
+    parts = {"vision": analytic.vision(path, frames),
              "prefill": analytic.qwen2_prefill(plan.teacher.text, n_llm)}
     parts["end_to_end"] = {"vision": parts["vision"]["total"], "prefill": parts["prefill"]["total"],
                            "total": parts["vision"]["total"] + parts["prefill"]["total"]}
@@ -376,7 +366,7 @@ def measure_point(plan: Plan, pipeline: str, frames: int, params: dict, out_of_m
         stages["end_to_end"] = {"flops": parts["end_to_end"]["total"], "flops_parts": parts["end_to_end"]}
     point = {"pipeline": pipeline, "frames": frames, "groups": groups, "tokens_per_group": per_group,
              "visual_tokens": n_visual, "llm_tokens": n_llm, "stages": stages}
-    enc_cfg, enc_params, wap = _encoder(plan, pipeline, params)
+    enc_params = params.get(path.encoder_weights)  # None when the vision stage is not measured
     h, w = plan.teacher.vision.image_size
     key = jax.random.key(plan.seed + frames)
     arrays = {}  # the vision stage's pixels and output, reused by the later stages
@@ -396,7 +386,7 @@ def measure_point(plan: Plan, pipeline: str, frames: int, params: dict, out_of_m
 
     def vision_stage() -> dict:
         pixels = jax.jit(lambda k: jax.random.normal(k, (frames, h, w, 3), jnp.float32))(key)
-        args = (enc_cfg, enc_params, pixels, wap)
+        args = (path, enc_params, pixels)
         result = measure(fns["vision"], args, plan, stages["vision"]["flops"])
         visual = fns["vision"](*args)
         if visual.shape != (n_visual, d_llm):
@@ -415,7 +405,7 @@ def measure_point(plan: Plan, pipeline: str, frames: int, params: dict, out_of_m
         return measure(fns["prefill"], (plan.teacher, params["llm"], ids, visual), plan, stages["prefill"]["flops"])
 
     def end_to_end_stage() -> dict:
-        args = (enc_cfg, plan.teacher, enc_params, params["llm"], wap, arrays["pixels"], ids)
+        args = (path, plan.teacher, enc_params, params["llm"], arrays["pixels"], ids)
         return measure(fns["end_to_end"], args, plan, stages["end_to_end"]["flops"])
 
     if "vision" in stages:
@@ -702,14 +692,9 @@ def run_benchmark(plan: Plan, out_dir: str | os.PathLike, accuracy: list[Accurac
     log(f"device: {info['device_kind']} ({info['platform']}), dtype {plan.dtype}, attention {plan.attention}")
     matmul = matmul_rate(plan.matmul_n, jnp.dtype(plan.dtype), repeats=plan.repeats)
     log(f"matmul yardstick: {matmul['flops_per_s'] / 1e9:.1f} GFLOP/s ({plan.matmul_n}^2, {plan.dtype})")
-    needs = set()
-    if "vision" in plan.stages:
-        needs |= {"student" if p == "student" else "teacher" for p in plan.pipelines}
-    if "prefill" in plan.stages:
-        needs.add("llm")
     t0 = time.perf_counter()
-    params = init_params(plan, needs)
-    log(f"random parameters ({', '.join(sorted(needs))}) in {time.perf_counter() - t0:.1f} s")
+    params = init_params(plan, plan.pipelines if "vision" in plan.stages else (), "prefill" in plan.stages)
+    log(f"random parameters ({', '.join(sorted(params))}) in {time.perf_counter() - t0:.1f} s")
     points = []
     for name in plan.pipelines:
         out_of_memory: dict = {}

@@ -62,6 +62,7 @@ from liteframe_jax.losses.ctd import CTDLossConfig
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.liteframe import LiteFrameConfig
 from liteframe_jax.models.lora import LoRAConfig
+from liteframe_jax.models.visual_path import configs_needed
 from liteframe_jax.sharding import MESH_AXES, batch_shardings, make_mesh, rules_from_config
 from liteframe_jax.train import ctd_step, lma_step
 from liteframe_jax.train.checkpointing import abstract_with_shardings
@@ -206,8 +207,9 @@ def lma_spec(config, frames: int | None = None) -> StepSpec:
     teacher = teacher_model(config)
     trainable = tuple(x for x in config.trainable.replace(" ", "").replace(",", "+").split("+") if x)
     lora = LoRAConfig.from_dict(config.lora.to_dict()) if "lora" in trainable else None
-    liteframe = liteframe_model(config, teacher) if config.encoder == "student" else None
-    wap = WAPConfig.from_dict(config.wap.to_dict()).validate() if config.encoder == "teacher_wap" else None
+    needed = configs_needed(config.encoder)
+    liteframe = liteframe_model(config, teacher) if "liteframe" in needed else None
+    wap = WAPConfig.from_dict(config.wap.to_dict()).validate() if "wap" in needed else None
     setup = lma_step.LMASetup(config.encoder, teacher, trainable, liteframe, wap, lora).validate()
     curriculum = parse_curriculum(config.curriculum)
     total = sum(s for _, s in curriculum)
@@ -217,7 +219,7 @@ def lma_spec(config, frames: int | None = None) -> StepSpec:
                  if v > 0 and k in trainable}
     t = int(frames or max(f for f, _ in curriculum))
     length = int(config.data.max_length)
-    visual = setup.tokens_per_group() * -(-t // setup.frames_per_group)
+    visual = setup.visual.num_visual_tokens(t)
     if visual >= length:
         raise PlanError(f"{t} frames give {visual} visual tokens ({setup.encoder} encoder), which do not fit "
                         f"data.max_length={length} (every prompt would be skipped); lower --frames or raise "

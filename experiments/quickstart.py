@@ -34,8 +34,7 @@ _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in t
 _TEST_VIDEOS = flags.DEFINE_integer("test_videos", 40, "Synthetic videos in the held-out QA benchmark.")
 _REPEATS = flags.DEFINE_integer("latency_repeats", 5, "Timed runs per latency measurement (median reported).")
 
-PIPELINES = (("teacher", "InternVL3 teacher"), ("teacher_wap", "teacher + post-hoc WAP"),
-             ("student", "LiteFrame student"))
+ENCODERS = ("teacher", "teacher_wap", "student")  # the LMA runs, one per visual path
 
 
 def log(step: str, msg: str) -> None:
@@ -102,11 +101,12 @@ def run_ctd(work: Path, summary: dict) -> Path:
 
 def run_lma(work: Path, encoder: str, student: Path, summary: dict) -> Path:
     from configs import lma as lma_config
+    from liteframe_jax.models.visual_path import configs_needed
     from liteframe_jax.train import lma
 
     c = lma_config.get_config(f"variant=tiny,encoder={encoder}")
     c.teacher.checkpoint = str(work / "teacher")
-    c.student.checkpoint = str(student) if encoder == "student" else ""
+    c.student.checkpoint = str(student) if "liteframe" in configs_needed(encoder) else ""
     c.curriculum = f"{_FRAMES.value}:{_LMA_STEPS.value}"
     c.train.eval_every = _LMA_STEPS.value
     c.data.synthetic_train_videos = _TRAIN_VIDEOS.value
@@ -141,8 +141,9 @@ def evaluate_pipelines(work: Path, models: dict, summary: dict) -> list[dict]:
     write_records(work / "benchmark_test.jsonl", test)
     chance = chance_level(test)["overall"]
     rows = []
-    for encoder, name in PIPELINES:
+    for encoder in ENCODERS:
         model = lf.load(models[encoder])
+        name = model.visual.label
         log("5/7", f"evaluating {name} on {len(test)} held-out questions ({_FRAMES.value} frames)")
         result = evaluate_benchmark(model, test, _FRAMES.value, method="generate", system_message=None)
         rec = test[0]
@@ -244,7 +245,7 @@ def main(argv):
                                "train_videos": _TRAIN_VIDEOS.value, "test_videos": _TEST_VIDEOS.value}}
     ok = build_teacher(work, summary)
     student = run_ctd(work, summary)
-    models = {encoder: run_lma(work, encoder, student, summary) for encoder, _ in PIPELINES}
+    models = {encoder: run_lma(work, encoder, student, summary) for encoder in ENCODERS}
     rows = evaluate_pipelines(work, models, summary)
     ok = export_and_check(work, models["student"], summary) and ok
     log("7/7", "comparison on the held-out synthetic benchmark:")

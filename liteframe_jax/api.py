@@ -6,12 +6,15 @@
     vis = model.encode_frames(pixels)           # (F, H, W, 3) normalized -> (num_visual_tokens(F), d_llm)
     logits = model.logits(input_ids, pixels)    # (B, L) with <IMG_CONTEXT> placeholders -> (B, L, vocab)
     ids = model.generate(input_ids, pixels, max_new_tokens=N)   # greedy, KV-cached -> (B, N) new tokens
+
+Batches of prompts about several clips: `batch_prompts` left-pads them, `generate_from_visual` and
+`next_token_logprobs` take the clips' `encode_frames` tokens concatenated in row order. The frames -> tokens part
+is the model's visual path (`model.visual`, models.visual_path); the LLM part is models.llm_front.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import jax
@@ -20,69 +23,18 @@ import numpy as np
 from flax import linen as nn
 
 from liteframe_jax.checkpoints import store
-from liteframe_jax.compression.teacher_targets import targets_to_llm_tokens, teacher_targets
-from liteframe_jax.compression.wap import WAPConfig, llm_tokens_per_group
+from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.models import llm_front
 from liteframe_jax.models.config import InternVLConfig
-from liteframe_jax.models.internvl import InternVL, abstract_params
-from liteframe_jax.models.layers import compute_dtype
-from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM
-from liteframe_jax.models.qwen2 import init_kv_cache, positions_from_mask
+from liteframe_jax.models.internvl import abstract_params
+from liteframe_jax.models.liteframe import LiteFrameConfig
+from liteframe_jax.models.visual_path import VisualPath, encode_frames, for_model
 
 ModelConfig = InternVLConfig | LiteFrameConfig
 
-
-def _model(cfg: ModelConfig):
-    return InternVL(cfg) if isinstance(cfg, InternVLConfig) else LiteFrameVLM(cfg)
-
-
-def _llm_side(cfg: ModelConfig) -> InternVLConfig:
-    """The config holding the LLM and the token ids (the teacher's, for LiteFrame)."""
-    return cfg if isinstance(cfg, InternVLConfig) else cfg.teacher
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _encode(cfg: ModelConfig, params, pixels, wap: WAPConfig | None = None):
-    """(F, H, W, 3) -> (Nv, d_llm): the teacher per frame (then post-hoc WAP if given), the student over the
-    whole clip."""
-    if wap is not None:
-        out = targets_to_llm_tokens(cfg, params, teacher_targets(cfg, params, pixels[None], wap), wap)
-    elif isinstance(cfg, InternVLConfig):
-        out = InternVL(cfg).apply({"params": params}, pixels, method=InternVL.encode_images)
-    else:
-        out = LiteFrameVLM(cfg, with_llm=False).apply({"params": params}, pixels[None],
-                                                      method=LiteFrameVLM.encode_video)
-    return out.reshape(-1, out.shape[-1])
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _logits(cfg: ModelConfig, params, input_ids, visual, mask):
-    model = _model(cfg)
-    logits, _ = model.apply({"params": params}, input_ids, visual, positions_from_mask(mask), mask.astype(bool))
-    return logits
-
-
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _generate(cfg: ModelConfig, params, input_ids, visual, mask, max_new_tokens: int):
-    model = _model(cfg)
-    apply = functools.partial(model.apply, {"params": params})
-    b, L = input_ids.shape
-    key_valid = jnp.concatenate([mask.astype(bool), jnp.ones((b, max_new_tokens), bool)], axis=1)
-    positions = positions_from_mask(mask)
-    cache = init_kv_cache(cfg.text, b, L + max_new_tokens, compute_dtype(_llm_side(cfg).dtype))
-    embeds = apply(input_ids, visual, method=type(model).embed)
-    logits, cache = apply(embeds, positions, key_valid, cache, 0, True, method=type(model).decode)
-    first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-
-    def step(carry, i):
-        tok, cache, pos = carry
-        emb = apply(tok[:, None], None, method=type(model).embed)
-        logits, cache = apply(emb, pos[:, None], key_valid, cache, L + i, True, method=type(model).decode)
-        nxt = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-        return (nxt, cache, pos + 1), nxt
-
-    start = jnp.max(positions, axis=1) + 1
-    _, rest = jax.lax.scan(step, (first, cache, start), jnp.arange(max_new_tokens - 1))
-    return jnp.concatenate([first[:, None], rest.T], axis=1)
+_logits = jax.jit(llm_front.prompt_logits, static_argnums=0)
+_next_token_logprobs = jax.jit(llm_front.next_token_logprobs, static_argnums=0)
+_generate = jax.jit(llm_front.greedy_generate, static_argnums=(0, 5))
 
 
 @dataclasses.dataclass
@@ -96,31 +48,30 @@ class VideoLLM:
     _tokenizer: object = dataclasses.field(default=None, repr=False)
 
     @property
-    def is_liteframe(self) -> bool:
-        return isinstance(self.config, LiteFrameConfig)
+    def visual(self) -> VisualPath:
+        """The visual path: frames -> LLM tokens, prompt layout, input rules (models.visual_path)."""
+        return for_model(self.config, self.wap)
 
     @property
-    def ids(self) -> InternVLConfig:
-        """The config that holds the LLM and the special token ids."""
-        return _llm_side(self.config)
+    def is_liteframe(self) -> bool:
+        return self.config.kind == "liteframe"
+
+    @property
+    def llm_config(self) -> InternVLConfig:
+        """The config that holds the LLM and the special token ids (the teacher's, for LiteFrame)."""
+        return self.visual.teacher
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.config.student.image_size if self.is_liteframe else self.config.vision.image_size)
+        return self.visual.image_size
 
     @property
     def frames_per_group(self) -> int:
         """Frames that share one `<img>...</img>` block in the prompt (1 for the teacher)."""
-        if self.wap is not None:
-            return self.wap.window[0]
-        return self.config.frames_per_group if self.is_liteframe else 1
+        return self.visual.frames_per_group
 
     def tokens_per_group(self, image_hw: tuple[int, int] | None = None) -> int:
-        if self.is_liteframe:
-            return self.config.tokens_per_group(image_hw)
-        if self.wap is not None:
-            return llm_tokens_per_group(self.wap, self.config, image_hw)
-        return self.config.tokens_per_frame(image_hw)
+        return self.visual.tokens_per_group(image_hw)
 
     @property
     def tokenizer(self):
@@ -134,98 +85,148 @@ class VideoLLM:
         return self._tokenizer
 
     def num_visual_tokens(self, num_frames: int, image_hw: tuple[int, int] | None = None) -> int:
-        groups = -(-num_frames // self.frames_per_group)
-        return groups * self.tokens_per_group(image_hw)
+        return self.visual.num_visual_tokens(num_frames, image_hw)
 
     # ------------------------------------------------------------------ inputs
     def _check_pixels(self, pixels) -> jax.Array:
         pixels = jnp.asarray(pixels, jnp.float32)
-        c = self.config
-        if self.is_liteframe:
-            channels, patch = c.student.num_channels, c.student.patch_size
-            stride = c.student.stride[1] * (c.teacher.shuffle_factor if c.location == "pre_shuffle" else 1)
-            what = f"patch {patch} x total spatial reduction {stride}"
-        else:
-            channels, patch, stride = c.vision.num_channels, c.vision.patch_size, c.shuffle_factor
-            what = f"patch {patch} x pixel-shuffle {stride}"
-            if self.wap is not None:
-                stride *= self.wap.window[1]
-                what += f" x WAP window {self.wap.window[1]}"
-        if pixels.ndim != 4 or pixels.shape[-1] != channels:
-            raise ValueError(f"pixels must be (F, H, W, {channels}) normalized floats, got {pixels.shape}")
-        step = patch * stride
-        if pixels.shape[0] < 1 or pixels.shape[1] % step or pixels.shape[2] % step:
-            raise ValueError(f"frame size {pixels.shape[1]}x{pixels.shape[2]} must be a multiple of {step} ({what})")
+        self.visual.check_pixels(pixels.shape)
         return pixels
 
-    def _check_ids(self, input_ids, pixels, attention_mask):
+    def _check_ids(self, input_ids, attention_mask) -> tuple[jax.Array, jax.Array, int]:
+        """-> (ids (B, L) int32, mask (B, L) int32, number of <IMG_CONTEXT> placeholders)."""
         ids = np.asarray(input_ids)
         if ids.ndim == 1:
             ids = ids[None]
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"input_ids must be an integer array (B, L), got {ids.dtype}{ids.shape}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.ids.text.vocab_size):
-            raise ValueError(f"input_ids must lie in [0, {self.ids.text.vocab_size})")
+        vocab = self.llm_config.text.vocab_size
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"input_ids must lie in [0, {vocab})")
         mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask {mask.shape} must match input_ids {ids.shape}")
-        n_placeholders = int((ids == self.ids.image_token_id).sum())
+        n_placeholders = int((ids == self.llm_config.image_token_id).sum())
+        return jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32), n_placeholders
+
+    def _prompt(self, input_ids, pixels, attention_mask):
+        """Checked (ids, visual tokens (Nv, d_llm) | None, mask) for prompts about one clip of pixels."""
+        ids, mask, n_placeholders = self._check_ids(input_ids, attention_mask)
         visual = None
         if pixels is not None:
             pixels = self._check_pixels(pixels)
             need = self.num_visual_tokens(pixels.shape[0], pixels.shape[1:3])
             if n_placeholders != need:
-                raise ValueError(f"input_ids hold {n_placeholders} <IMG_CONTEXT> (id {self.ids.image_token_id}) "
+                raise ValueError(f"input_ids hold {n_placeholders} <IMG_CONTEXT> (id {self.llm_config.image_token_id}) "
                                  f"placeholders but the {pixels.shape[0]} frame(s) give {need} visual tokens")
             visual = self.encode_frames(pixels)
         elif n_placeholders:
             raise ValueError(f"input_ids hold {n_placeholders} <IMG_CONTEXT> placeholders but no pixels were given")
-        return jnp.asarray(ids, jnp.int32), visual, jnp.asarray(mask, jnp.int32)
+        return ids, visual, mask
 
-    # ------------------------------------------------------------------ public
-    def encode_frames(self, pixels) -> jax.Array:
-        """pixels (F, H, W, 3) float32, normalized -> LLM-space visual tokens (num_visual_tokens(F), d_llm):
-        F * tokens_per_frame for the teacher; ceil(F / frames_per_group) * tokens_per_group for LiteFrame."""
-        return _encode(self.config, self.params, self._check_pixels(pixels), self.wap)
+    def _prompt_with_visual(self, input_ids, visual, attention_mask):
+        """Checked (ids, visual, mask) for prompts whose placeholders take precomputed tokens (Nv, d_llm)."""
+        ids, mask, n_placeholders = self._check_ids(input_ids, attention_mask)
+        visual = jnp.asarray(visual)
+        d = self.llm_config.text.hidden_size
+        if visual.ndim != 2 or visual.shape[1] != d:
+            raise ValueError(f"visual tokens must be (N, {d}), got {visual.shape}")
+        if n_placeholders != visual.shape[0]:
+            raise ValueError(f"input_ids hold {n_placeholders} <IMG_CONTEXT> placeholders but {visual.shape[0]} "
+                             "visual tokens were given")
+        return ids, visual, mask
 
     def _need_llm(self):
         if "llm" not in self.params:
             raise ValueError(f"{self.path or 'this model'} is an encoder-only LiteFrame checkpoint (CTD result, no "
                              "LLM): it can encode frames but not score or generate text; run LMA first")
 
+    @staticmethod
+    def _check_new_tokens(max_new_tokens) -> None:
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+
+    # ------------------------------------------------------------------ public
+    def encode_frames(self, pixels) -> jax.Array:
+        """pixels (F, H, W, 3) float32, normalized -> LLM-space visual tokens (num_visual_tokens(F), d_llm):
+        F * tokens_per_frame for the teacher; ceil(F / frames_per_group) * tokens_per_group otherwise."""
+        return encode_frames(self.visual, self.params, self._check_pixels(pixels))
+
     def logits(self, input_ids, pixels=None, attention_mask=None) -> jax.Array:
         """input_ids (B, L) with <IMG_CONTEXT> placeholders -> logits (B, L, vocab) fp32."""
         self._need_llm()
-        ids, visual, mask = self._check_ids(input_ids, pixels, attention_mask)
-        return _logits(self.config, self.params, ids, visual, mask)
+        ids, visual, mask = self._prompt(input_ids, pixels, attention_mask)
+        return _logits(self.llm_config, self.params["llm"], ids, visual, mask)
+
+    def next_token_logprobs(self, input_ids, visual=None, attention_mask=None) -> np.ndarray:
+        """Log-probabilities (B, vocab) of the token after each left-padded prompt (B, L); `visual` (Nv, d_llm)
+        fills the prompts' <IMG_CONTEXT> placeholders in row-major order (e.g. `encode_frames` outputs of the
+        rows' clips, concatenated)."""
+        self._need_llm()
+        if visual is None:
+            ids, visual, mask = self._prompt(input_ids, None, attention_mask)
+        else:
+            ids, visual, mask = self._prompt_with_visual(input_ids, visual, attention_mask)
+        return np.asarray(_next_token_logprobs(self.llm_config, self.params["llm"], ids, visual, mask))
 
     def generate(self, input_ids, pixels=None, max_new_tokens: int = 32, attention_mask=None,
                  eos_token_id: int | None | str = "config") -> np.ndarray:
         """Greedy KV-cached decoding. Returns the new tokens (B, max_new_tokens); positions after a sequence's
         end-of-sequence token hold the pad id. Batches may be left-padded (attention_mask 0 on padding)."""
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        self._check_new_tokens(max_new_tokens)
         self._need_llm()
-        ids, visual, mask = self._check_ids(input_ids, pixels, attention_mask)
-        text = self.ids.text
-        if ids.shape[1] + max_new_tokens > text.max_position_embeddings and text.rope_scaling != "none":
+        ids, visual, mask = self._prompt(input_ids, pixels, attention_mask)
+        return self._decode(ids, visual, mask, max_new_tokens, eos_token_id)
+
+    def generate_from_visual(self, input_ids, visual, max_new_tokens: int = 32, attention_mask=None,
+                             eos_token_id: int | None | str = "config") -> np.ndarray:
+        """`generate` for a batch of prompts (B, L) whose <IMG_CONTEXT> placeholders take precomputed visual tokens
+        (Nv, d_llm) in row-major order (e.g. `encode_frames` of each row's clip, concatenated)."""
+        self._check_new_tokens(max_new_tokens)
+        self._need_llm()
+        ids, visual, mask = self._prompt_with_visual(input_ids, visual, attention_mask)
+        return self._decode(ids, visual, mask, max_new_tokens, eos_token_id)
+
+    def _decode(self, ids, visual, mask, max_new_tokens: int, eos_token_id) -> np.ndarray:
+        """Greedy decoding of checked prompts; positions after end-of-sequence hold the pad id (else the eos id)."""
+        c = self.llm_config
+        if ids.shape[1] + max_new_tokens > c.text.max_position_embeddings and c.text.rope_scaling != "none":
             raise ValueError(f"prompt + new tokens exceed max_position_embeddings="
-                             f"{text.max_position_embeddings}; dynamic RoPE scaling is not implemented")
-        tokens = np.asarray(_generate(self.config, self.params, ids, visual, mask, max_new_tokens))
-        eos = self.ids.eos_token_id if eos_token_id == "config" else eos_token_id
+                             f"{c.text.max_position_embeddings}; dynamic RoPE scaling is not implemented")
+        tokens = np.asarray(_generate(c, self.params["llm"], ids, visual, mask, max_new_tokens))
+        eos = c.eos_token_id if eos_token_id == "config" else eos_token_id
         if eos is not None:
             is_eos = tokens == eos
             after = (np.cumsum(is_eos, axis=1) - is_eos) > 0
-            pad = self.ids.pad_token_id if self.ids.pad_token_id is not None else eos
-            tokens = np.where(after, pad, tokens)
+            tokens = np.where(after, c.pad_token_id if c.pad_token_id is not None else eos, tokens)
         return tokens
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id that pads prompts and finished answers (the config's pad id, else 0)."""
+        pad = self.llm_config.pad_token_id
+        return 0 if pad is None else int(pad)
+
+    def batch_prompts(self, prompts, num_rows: int | None = None, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Prompts (1-D int arrays) -> left-padded (ids, attention mask) int32 (num_rows, L), L the longest prompt
+        rounded up to `multiple` (so batches reuse compiled shapes); rows past len(prompts) repeat the first."""
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("no prompts to batch")
+        prompts += [prompts[0]] * ((num_rows or len(prompts)) - len(prompts))
+        width = -(-max(len(p) for p in prompts) // multiple) * multiple
+        ids = np.full((len(prompts), width), self.pad_token_id, np.int32)
+        mask = np.zeros((len(prompts), width), np.int32)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):], mask[i, width - len(p):] = p, 1
+        return ids, mask
 
     @property
     def end_token_id(self) -> int | None:
         """The token that ends an answer: the config's eos id, else the tokenizer's <|im_end|> (the tiny configs
         have no eos in the model config)."""
-        if self.ids.eos_token_id is not None:
-            return int(self.ids.eos_token_id)
+        if self.llm_config.eos_token_id is not None:
+            return int(self.llm_config.eos_token_id)
         from liteframe_jax.data.prompts import IM_END
         token_id = self.tokenizer.convert_tokens_to_ids(IM_END)
         return None if token_id is None or token_id == getattr(self.tokenizer, "unk_token_id", None) \
@@ -252,9 +253,12 @@ class VideoLLM:
         return decode_answer(self.tokenizer, new, eos)
 
 
-def from_params(config: ModelConfig, params) -> VideoLLM:
-    params = nn.unbox(params)
-    return VideoLLM(config.validate(), jax.tree.map(jnp.asarray, params))
+def from_params(config: ModelConfig, params, wap: WAPConfig | None = None) -> VideoLLM:
+    """A VideoLLM from a model config and its (boxed or plain) parameters; `wap` compresses a teacher's tokens
+    post hoc (ValueError for a LiteFrame model)."""
+    wap = None if wap is None else wap.validate()
+    for_model(config, wap)
+    return VideoLLM(config.validate(), jax.tree.map(jnp.asarray, nn.unbox(params)), wap=wap)
 
 
 def load(path: str | Path, dtype: str | None = None, wap: WAPConfig | None = None) -> VideoLLM:
@@ -267,12 +271,8 @@ def load(path: str | Path, dtype: str | None = None, wap: WAPConfig | None = Non
         meta = store.read_metadata(path)
         if meta["kind"] == "liteframe":
             from liteframe_jax.checkpoints.liteframe_store import load_liteframe
-            if wap is not None:
-                raise ValueError("post-hoc WAP applies to teacher (InternVL) models, not to LiteFrame")
             cfg, params, _ = load_liteframe(path, dtype)
-            model = from_params(cfg, params)
-            model.path = path
-            return model
+            return dataclasses.replace(from_params(cfg, params, wap), path=path)
         if meta["kind"] != "internvl":
             raise ValueError(f"{path} holds a {meta['kind']!r} checkpoint, not an InternVL or LiteFrame model")
         cfg = InternVLConfig.from_dict(meta["model"]).validate()
@@ -287,10 +287,4 @@ def load(path: str | Path, dtype: str | None = None, wap: WAPConfig | None = Non
                                 "with config.json")
     if dtype is not None:
         cfg = cfg.replace(dtype=dtype).validate()
-    model = from_params(cfg, params)
-    model.path = path
-    if wap is not None:
-        if model.is_liteframe:
-            raise ValueError("post-hoc WAP applies to teacher (InternVL) models, not to LiteFrame")
-        model.wap = wap.validate()
-    return model
+    return dataclasses.replace(from_params(cfg, params, wap), path=path)

@@ -29,7 +29,6 @@ them with --system_message none.
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import json
 import os
 import re
@@ -38,12 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from liteframe_jax.cli import error as cli_error
-from liteframe_jax.models.qwen2 import positions_from_mask
 from liteframe_jax.generate import (DEFAULT_FRAMES, check_checkpoint, clip_pixels, decode_answer, end_token_id,
                                     load_model, prompt_layout, system_message_arg)
 
@@ -91,49 +88,21 @@ def parse_choice(text: str, num_options: int, options=()) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ batching
 
-def _bucket(n: int) -> int:
-    return -(-n // LENGTH_BUCKET) * LENGTH_BUCKET
-
-
-def _pad_rows(rows: list[np.ndarray], num_rows: int, side: str, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, mask) int32 (num_rows, bucketed length); rows beyond len(rows) repeat row 0 (results ignored)."""
-    rows = rows + [rows[0]] * (num_rows - len(rows))
-    width = _bucket(max(len(r) for r in rows))
-    ids = np.full((num_rows, width), pad_id, np.int32)
-    mask = np.zeros((num_rows, width), np.int32)
-    for i, r in enumerate(rows):
-        cols = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        ids[i, cols], mask[i, cols] = r, 1
-    return ids, mask
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _last_logprobs(cfg, params, ids, visual, mask):
-    """Log-probabilities (B, V) of the token after each left-padded row (logits of the last position only)."""
-    from liteframe_jax import api
-    logits, _ = api._model(cfg).apply({"params": params}, ids, visual, positions_from_mask(mask), mask.astype(bool),
-                                      None, 0, True)
-    return jax.nn.log_softmax(logits[:, -1], axis=-1)
-
-
 def _visual(visuals: dict, keys: list, pad_to: int):
     keys = keys + [keys[0]] * (pad_to - len(keys))
     return jnp.concatenate([visuals[k] for k in keys], axis=0)
 
 
 def _generate_batch(model, examples, visuals, prompts, batch_size, max_new_tokens, eos) -> list[str]:
-    from liteframe_jax import api
-    pad = model.ids.pad_token_id if model.ids.pad_token_id is not None else 0
-    ids, mask = _pad_rows(prompts, batch_size, "left", pad)
+    ids, mask = model.batch_prompts(prompts, batch_size, LENGTH_BUCKET)
     visual = _visual(visuals, [e["key"] for e in examples], batch_size)
-    new = np.asarray(api._generate(model.config, model.params, ids, visual, mask, max_new_tokens))
+    new = model.generate_from_visual(ids, visual, max_new_tokens, mask, eos_token_id=None)
     return [decode_answer(model.tokenizer, new[i], eos) for i in range(len(examples))]
 
 
 def _loglik_batch(model, examples, visuals, prompts, answers, batch_size) -> list[list[float]]:
     """Sum of log p(answer tokens | prompt) for every answer of every example. Answers that share a prefix share
     a row: all single-token letters are read off the prompt's own next-token distribution."""
-    pad = model.ids.pad_token_id if model.ids.pad_token_id is not None else 0
     rows, row_keys, row_of, queries = [], [], {}, []
     for e, (example, prompt, options) in enumerate(zip(examples, prompts, answers)):
         for k, tokens in enumerate(options):
@@ -146,9 +115,9 @@ def _loglik_batch(model, examples, visuals, prompts, answers, batch_size) -> lis
                 queries.append((e, k, row_of[prefix], int(token)))
     logp = []
     for s in range(0, len(rows), batch_size):
-        ids, mask = _pad_rows(rows[s:s + batch_size], batch_size, "left", pad)
+        ids, mask = model.batch_prompts(rows[s:s + batch_size], batch_size, LENGTH_BUCKET)
         visual = _visual(visuals, row_keys[s:s + batch_size], batch_size)
-        logp.append(np.asarray(_last_logprobs(model.config, model.params, ids, visual, mask)))
+        logp.append(model.next_token_logprobs(ids, visual, mask))
     logp = np.concatenate(logp)
     scores = [[0.0] * len(options) for options in answers]
     for e, k, row, token in queries:

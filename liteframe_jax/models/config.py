@@ -8,7 +8,7 @@ ml_collections ConfigDicts (`from_dict(cfg.to_dict())`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 NORM_TYPES = ("layer_norm", "rms_norm")
 QKV_LAYOUTS = ("fused", "split")
@@ -83,6 +83,7 @@ class TextConfig:
 class InternVLConfig:
     """The whole teacher Video LLM plus the token ids and runtime numerics that go with it."""
 
+    kind: ClassVar[str] = "internvl"  # the model kind (as in checkpoint metadata); models.visual_path reads it
     vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
     downsample_ratio: float = 0.5  # pixel shuffle: each (1/r x 1/r) patch block becomes one token.

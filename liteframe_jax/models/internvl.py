@@ -10,26 +10,15 @@ from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.connector import Projector, pixel_shuffle
 from liteframe_jax.models.internvit import InternViT
 from liteframe_jax.models.layers import compute_dtype
-from liteframe_jax.models.qwen2 import KVCache, Qwen2
-
-def merge_visual_tokens(embeds: jax.Array, input_ids: jax.Array, visual: jax.Array, image_token_id: int) -> jax.Array:
-    """Replace, in row-major (batch, sequence) order, the k-th `image_token_id` embedding by visual[k].
-
-    embeds (B, L, D), input_ids (B, L), visual (Nv, D) with Nv == number of placeholders (checked by callers,
-    since it cannot be checked on traced values). Returns (B, L, D).
-    """
-    b, L, d = embeds.shape
-    is_img = (input_ids == image_token_id).reshape(-1)
-    k = jnp.cumsum(is_img) - 1
-    picked = jnp.take(visual.astype(embeds.dtype), jnp.clip(k, 0, visual.shape[0] - 1), axis=0)
-    return jnp.where(is_img[:, None], picked, embeds.reshape(b * L, d)).reshape(b, L, d)
+from liteframe_jax.models.llm_front import llm_front
 
 
 class InternVL(nn.Module):
     """Methods (use with `apply(..., method=...)`):
     - `vision_features(pixels (F, H, W, 3))` -> (F, 1 + gh*gw, Dv) InternViT output at select_layer
     - `encode_images(pixels)` -> (F, gh*gw/f^2, d_llm) projected visual tokens
-    - `__call__(input_ids (B, L), visual (Nv, d_llm) | None, positions, key_valid, ...)` -> logits, cache
+    - `__call__(input_ids (B, L), visual (Nv, d_llm) | None, positions, key_valid, ...)` -> logits, cache: the
+      shared LLM front end (`llm_front.LLMFront.forward`)
     """
 
     cfg: InternVLConfig
@@ -39,7 +28,7 @@ class InternVL(nn.Module):
         dtype = compute_dtype(c.dtype)
         self.vision = InternViT(c.vision, dtype, c.attention_impl)
         self.projector = Projector(c.text.hidden_size, c.projector_ln_eps, dtype)
-        self.llm = Qwen2(c.text, dtype, c.attention_impl, c.remat)
+        self.llm = llm_front(c)
 
     def vision_features(self, pixels: jax.Array) -> jax.Array:
         return self.vision(pixels)
@@ -55,21 +44,11 @@ class InternVL(nn.Module):
     def encode_images(self, pixels: jax.Array) -> jax.Array:
         return self.projector(self.shuffled_features(pixels))
 
-    def embed(self, input_ids: jax.Array, visual: jax.Array | None = None) -> jax.Array:
-        embeds = self.llm.embed(input_ids)
-        if visual is not None:
-            embeds = merge_visual_tokens(embeds, input_ids, visual.reshape(-1, visual.shape[-1]),
-                                         self.cfg.image_token_id)
-        return embeds
-
-    def decode(self, embeds, positions, key_valid, cache: KVCache | None = None, cache_index=0, last_only=False):
-        return self.llm(embeds, positions, key_valid, cache, cache_index, last_only)
-
     def __call__(self, input_ids, visual, positions, key_valid, cache=None, cache_index=0, last_only=False):
         if self.is_initializing():
             self.projector(jnp.zeros((1, self.cfg.shuffle_factor ** 2 * self.cfg.vision.hidden_size)))
             self.vision(jnp.zeros((1, *self.cfg.vision.image_size, self.cfg.vision.num_channels)))
-        return self.decode(self.embed(input_ids, visual), positions, key_valid, cache, cache_index, last_only)
+        return self.llm.forward(input_ids, visual, positions, key_valid, cache, cache_index, last_only)
 
 
 def abstract_params(cfg: InternVLConfig):

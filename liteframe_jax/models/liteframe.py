@@ -3,13 +3,13 @@
 The student replaces the teacher's per-frame InternViT and directly emits compressed tokens at the WAP location
 the CTD run distilled (`location`); the teacher's connector and LLM are reused unchanged (then adapted by LMA).
 A clip of T frames becomes ceil(T / st) groups of `tokens_per_group` LLM tokens (st = the student's temporal
-stride), so the prompt has one `<img>...</img>` block per group of st frames.
+stride), so the prompt has one `<img>...</img>` block per group of st frames (the layout: models.visual_path).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +17,8 @@ from flax import linen as nn
 
 from liteframe_jax.models.config import ConfigError, InternVLConfig, StudentConfig
 from liteframe_jax.models.connector import Projector, grid_to_llm_tokens
-from liteframe_jax.models.internvl import merge_visual_tokens
 from liteframe_jax.models.layers import compute_dtype
-from liteframe_jax.models.qwen2 import KVCache, Qwen2
+from liteframe_jax.models.llm_front import llm_front
 from liteframe_jax.models.student import LiteFrameStudent
 
 LOCATIONS = ("pre_shuffle", "post_shuffle", "post_projector")
@@ -30,6 +29,7 @@ class LiteFrameConfig:
     """student + the teacher config (its connector, LLM and token ids; its vision tower is not part of the model)
     + where the student's output lives in the teacher's pipeline (the CTD run's WAP location)."""
 
+    kind: ClassVar[str] = "liteframe"  # the model kind (as in checkpoint metadata); models.visual_path reads it
     student: StudentConfig
     teacher: InternVLConfig
     location: str = "pre_shuffle"
@@ -47,12 +47,6 @@ class LiteFrameConfig:
         _, h, w, _ = self.student.output_shape(1, image_hw)
         f = self.teacher.shuffle_factor
         return (h // f) * (w // f) if self.location == "pre_shuffle" else h * w
-
-    def num_groups(self, num_frames: int) -> int:
-        return -(-num_frames // self.frames_per_group)
-
-    def num_visual_tokens(self, num_frames: int, image_hw: tuple[int, int] | None = None) -> int:
-        return self.num_groups(num_frames) * self.tokens_per_group(image_hw)
 
     def expected_out_dim(self) -> int:
         t = self.teacher
@@ -96,7 +90,7 @@ class LiteFrameVLM(nn.Module):
     """Methods (use with `apply(..., method=...)`):
     - `student_tokens(pixels (B, T, H, W, 3))` -> (B, T', H', W', C) student output at `location`
     - `encode_video(pixels)` -> (B, T' * tokens_per_group, d_llm) LLM visual tokens
-    - `embed`, `decode`, `__call__(input_ids, visual, positions, key_valid, ...)` as `InternVL`'s.
+    - `__call__(input_ids, visual, positions, key_valid, ...)` as `InternVL`'s (the shared LLM front end).
     `with_llm=False` builds the encoder alone (student + projector), e.g. for a CTD-only checkpoint."""
 
     cfg: LiteFrameConfig
@@ -108,7 +102,7 @@ class LiteFrameVLM(nn.Module):
         self.student = LiteFrameStudent(c.student)
         self.projector = Projector(c.teacher.text.hidden_size, c.teacher.projector_ln_eps, dtype)
         if self.with_llm:
-            self.llm = Qwen2(c.teacher.text, dtype, c.teacher.attention_impl, c.teacher.remat)
+            self.llm = llm_front(c.teacher)
 
     def student_tokens(self, pixels: jax.Array) -> jax.Array:
         return self.student(pixels)
@@ -120,18 +114,8 @@ class LiteFrameVLM(nn.Module):
                                     self.cfg.teacher.shuffle_factor, self.cfg.teacher.ps_version, self.projector)
         return tokens.reshape(b, t * tokens.shape[1], tokens.shape[-1])
 
-    def embed(self, input_ids: jax.Array, visual: jax.Array | None = None) -> jax.Array:
-        embeds = self.llm.embed(input_ids)
-        if visual is not None:
-            embeds = merge_visual_tokens(embeds, input_ids, visual.reshape(-1, visual.shape[-1]),
-                                         self.cfg.teacher.image_token_id)
-        return embeds
-
-    def decode(self, embeds, positions, key_valid, cache: KVCache | None = None, cache_index=0, last_only=False):
-        return self.llm(embeds, positions, key_valid, cache, cache_index, last_only)
-
     def __call__(self, input_ids, visual, positions, key_valid, cache=None, cache_index=0, last_only=False):
-        return self.decode(self.embed(input_ids, visual), positions, key_valid, cache, cache_index, last_only)
+        return self.llm.forward(input_ids, visual, positions, key_valid, cache, cache_index, last_only)
 
     def init_all(self, pixels: jax.Array, input_ids: jax.Array) -> jax.Array:
         """Touches every submodule (for `init`)."""

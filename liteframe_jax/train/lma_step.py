@@ -1,9 +1,9 @@
 """The LMA train step: next-token cross-entropy on answer tokens through a visual path into the LLM.
 
-Visual paths ("encoder"): "student" (LiteFrame: student -> teacher pixel shuffle -> projector), "teacher"
-(InternViT per frame -> pixel shuffle -> projector) and "teacher_wap" (the teacher's tokens compressed post hoc by
-WAP). What trains is `trainable`, a subset of {"projector", "llm", "lora", "student"}; everything else is frozen,
-passed as an argument and never gets optimizer state. LoRA adapters are merged into the frozen LLM inside the step.
+The visual path is named by `encoder` (models.visual_path: "student", "teacher" or "teacher_wap"); its tokens
+fill the prompts' <IMG_CONTEXT> placeholders through the shared LLM front end (models.llm_front). What trains is
+`trainable`, a subset of {"projector", "llm", "lora", "student"}; everything else is frozen, passed as an argument
+and never gets optimizer state. LoRA adapters are merged into the frozen LLM inside the step.
 Train state: {"step": int32 (), "params": trainable subtrees, "opt": optimizer state}.
 """
 
@@ -18,19 +18,16 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from liteframe_jax.compression.teacher_targets import targets_to_llm_tokens, teacher_targets
-from liteframe_jax.compression.wap import WAPConfig, llm_tokens_per_group
+from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.models import llm_front
 from liteframe_jax.models.config import ConfigError, InternVLConfig
-from liteframe_jax.models.internvl import InternVL, abstract_params, merge_visual_tokens
-from liteframe_jax.models.layers import compute_dtype
-from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM, abstract_liteframe
+from liteframe_jax.models.liteframe import LiteFrameConfig
 from liteframe_jax.models.lora import LoRAConfig, init_lora, merge_lora
-from liteframe_jax.models.qwen2 import Qwen2, positions_from_mask
+from liteframe_jax.models.visual_path import VisualPath, make_visual_path
 from liteframe_jax.losses.lm import chunked_answer_loss
 from liteframe_jax.train.optim import guarded_update
 from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_shardings, param_shardings
 
-ENCODERS = ("student", "teacher", "teacher_wap")
 GROUPS = ("projector", "llm", "lora", "student")
 
 
@@ -43,10 +40,18 @@ class LMASetup:
     wap: WAPConfig | None = None  # encoder "teacher_wap"
     lora: LoRAConfig | None = None
 
+    @property
+    def visual(self) -> VisualPath:
+        """The visual path named by `encoder` (ConfigError when unknown or its config is missing)."""
+        return make_visual_path(self.encoder, self.teacher, liteframe=self.liteframe, wap=self.wap)
+
     def validate(self) -> "LMASetup":
         e = []
-        if self.encoder not in ENCODERS:
-            e.append(f"encoder={self.encoder!r} must be one of {ENCODERS}")
+        try:
+            path = self.visual
+        except ConfigError as err:
+            path = None
+            e.append(str(err))
         bad = sorted(set(self.trainable) - set(GROUPS))
         if bad or not self.trainable:
             e.append(f"trainable={list(self.trainable)} must be a non-empty subset of {list(GROUPS)}")
@@ -54,15 +59,9 @@ class LMASetup:
             e.append("train either the full LLM ('llm') or LoRA adapters ('lora'), not both")
         if ("lora" in self.trainable) != (self.lora is not None):
             e.append("a lora config is needed exactly when 'lora' is trainable")
-        if "student" in self.trainable and self.encoder != "student":
+        if path is not None and "student" in self.trainable and "student" not in path.param_keys:
             e.append("'student' is trainable only with encoder='student'")
-        if self.encoder == "student" and self.liteframe is None:
-            e.append("encoder='student' needs the LiteFrame config")
-        if self.encoder == "teacher_wap" and self.wap is None:
-            e.append("encoder='teacher_wap' needs a WAP config")
-        location = (self.liteframe.location if self.encoder == "student" and self.liteframe else
-                    self.wap.location if self.encoder == "teacher_wap" and self.wap else "pre_shuffle")
-        if "projector" in self.trainable and location == "post_projector":
+        if path is not None and "projector" in self.trainable and not path.projector_on_path:
             e.append("the projector is not on the visual path when tokens live after it (post_projector)")
         if e:
             raise ConfigError("invalid LMA setup:\n  - " + "\n  - ".join(e))
@@ -77,23 +76,15 @@ class LMASetup:
 
     @property
     def frames_per_group(self) -> int:
-        if self.encoder == "student":
-            return self.liteframe.frames_per_group
-        return self.wap.window[0] if self.encoder == "teacher_wap" else 1
+        return self.visual.frames_per_group
 
     def tokens_per_group(self) -> int:
-        if self.encoder == "student":
-            return self.liteframe.tokens_per_group()
-        if self.encoder == "teacher":
-            return self.teacher.tokens_per_frame()
-        return llm_tokens_per_group(self.wap, self.teacher)
+        return self.visual.tokens_per_group()
 
 
 def abstract_model(setup: LMASetup):
     """Boxed abstract params of the whole pipeline: {"student" | "vision", "projector", "llm"}."""
-    if setup.encoder == "student":
-        return dict(abstract_liteframe(setup.liteframe))
-    return dict(abstract_params(setup.teacher))
+    return setup.visual.abstract_params()
 
 
 def split_abstract(setup: LMASetup):
@@ -114,44 +105,17 @@ def combine(setup: LMASetup, trainable, frozen) -> dict:
     return params
 
 
-def visual_tokens(setup: LMASetup, params, pixels: jax.Array) -> jax.Array:
-    """pixels (B, T, H, W, 3) -> LLM visual tokens (B, Nv, d_llm) on the setup's visual path."""
-    if setup.encoder == "student":
-        return LiteFrameVLM(setup.liteframe, with_llm=False).apply(
-            {"params": {k: params[k] for k in ("student", "projector") if k in params}}, pixels,
-            method=LiteFrameVLM.encode_video)
-    b, t = pixels.shape[:2]
-    if setup.encoder == "teacher":
-        out = InternVL(setup.teacher).apply({"params": params}, pixels.reshape(b * t, *pixels.shape[2:]),
-                                            method=InternVL.encode_images)
-        return out.reshape(b, -1, out.shape[-1])
-    targets = teacher_targets(setup.teacher, params, pixels, setup.wap)
-    return targets_to_llm_tokens(setup.teacher, params, targets, setup.wap)
-
-
 def lm_hidden(setup: LMASetup, params, batch) -> jax.Array:
     """(B, L, D) final-normed LLM hidden states of the batch's prompts with the visual tokens merged in."""
-    t = setup.teacher
-    visual = visual_tokens(setup, params, batch["pixels"])
-    llm = _llm(setup)
-    embeds = llm.apply({"params": params["llm"]}, batch["input_ids"], method=Qwen2.embed)
-    embeds = merge_visual_tokens(embeds, batch["input_ids"], visual.reshape(-1, visual.shape[-1]),
-                                 t.image_token_id)
-    mask = batch["attention_mask"]
-    hidden, _ = llm.apply({"params": params["llm"]}, embeds, positions_from_mask(mask), mask.astype(bool),
-                          hidden_only=True)
-    return hidden
-
-
-def _llm(setup: LMASetup) -> Qwen2:
-    t = setup.teacher
-    return Qwen2(t.text, compute_dtype(t.dtype), t.attention_impl, t.remat)
+    visual = setup.visual.encode(params, batch["pixels"])
+    return llm_front.prompt_hidden(setup.teacher, params["llm"], batch["input_ids"], visual,
+                                   batch["attention_mask"])
 
 
 def batch_loss(setup: LMASetup, params, batch) -> tuple[jax.Array, dict]:
     """Answer-token cross-entropy of a batch; logits are formed LOGITS_CHUNK positions at a time."""
     hidden = lm_hidden(setup, params, batch)
-    head = lambda h: _llm(setup).apply({"params": params["llm"]}, h, method=Qwen2.head)
+    head = functools.partial(llm_front.head, setup.teacher, params["llm"])
     return chunked_answer_loss(hidden, head, batch["input_ids"], batch["loss_mask"])
 
 

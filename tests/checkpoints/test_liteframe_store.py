@@ -13,6 +13,7 @@ from liteframe_jax.checkpoints.liteframe_store import load_liteframe, save_litef
 from liteframe_jax.models.config import DownsampleStage, StudentConfig
 from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM, init_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora, merge_lora
+from liteframe_jax.models.visual_path import for_model
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def cfg():
 
 
 def _prompt(cfg, frames):
-    n = cfg.num_visual_tokens(frames)
+    n = for_model(cfg).num_visual_tokens(frames)
     return np.array([[3, 4] + [cfg.teacher.image_token_id] * n + [5, 6]], np.int32)
 
 
@@ -58,7 +59,7 @@ def test_encoder_only_checkpoint_encodes_but_refuses_text(cfg, tmp_path):
     save_liteframe(tmp_path / "enc", cfg, params, stage="ctd")
     model = lf.load(tmp_path / "enc")
     tokens = model.encode_frames(np.zeros((4, 56, 56, 3), np.float32))
-    assert tokens.shape == (cfg.num_visual_tokens(4), cfg.teacher.text.hidden_size)
+    assert tokens.shape == (for_model(cfg).num_visual_tokens(4), cfg.teacher.text.hidden_size)
     with pytest.raises(ValueError, match="encoder-only"):
         model.logits(_prompt(cfg, 4), np.zeros((4, 56, 56, 3), np.float32))
 

@@ -28,6 +28,7 @@ from liteframe_jax.checkpoints.liteframe_store import load_liteframe, save_litef
 from liteframe_jax.models.config import DownsampleStage, StudentConfig
 from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM, abstract_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora, merge_lora
+from liteframe_jax.models.visual_path import for_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -95,7 +96,7 @@ def full(teacher, tmp_path_factory):
 
 def _prompt(cfg: LiteFrameConfig, frames: int) -> np.ndarray:
     t = cfg.teacher
-    n = cfg.num_visual_tokens(frames)
+    n = for_model(cfg).num_visual_tokens(frames)
     return np.array([[3, 4, t.img_start_token_id] + [t.image_token_id] * n + [t.img_end_token_id, 5, 6]], np.int64)
 
 
@@ -263,7 +264,7 @@ def test_encoder_only_export_matches_encode_frames(teacher, tmp_path, case, reco
     want = np.asarray(lf.load(tmp_path / "ck").encode_frames(pixels))
     with torch.no_grad():
         got = model(pixel_values=_torch_pixels(pixels)).visual_tokens[0].numpy()
-    assert got.shape == want.shape == (cfg.num_visual_tokens(FRAMES), teacher.text.hidden_size)
+    assert got.shape == want.shape == (for_model(cfg).num_visual_tokens(FRAMES), teacher.text.hidden_size)
     err = _rel(got, want)
     record_property(f"export_encoder_rel_err_{case}", err)
     assert err <= TOL

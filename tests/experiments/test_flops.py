@@ -16,10 +16,10 @@ from flax import linen as nn
 
 from configs import latency as latency_config
 from experiments import flops
-from experiments.latency import _jitted, layout, llm_length, validate
+from experiments.latency import _jitted, layout, llm_length, validate, visual_path
 from experiments.timing import compiled_flops
 from liteframe_jax.compression.wap import WAPConfig
-from liteframe_jax.models import internvl, liteframe
+from liteframe_jax.models import internvl
 from liteframe_jax.models.liteframe import LiteFrameConfig
 
 
@@ -34,11 +34,8 @@ def _plan(size="tiny", **changes):
 def _vision_args(plan, pipeline, frames):
     h, w = plan.teacher.vision.image_size
     pixels = jax.ShapeDtypeStruct((frames, h, w, 3), jnp.float32)
-    if pipeline == "student":
-        return plan.student, _abstract(liteframe.abstract_liteframe(plan.student, with_llm=False)), pixels, None
-    params = internvl.abstract_params(plan.teacher)
-    params = _abstract({k: params[k] for k in ("vision", "projector")})
-    return plan.teacher, params, pixels, plan.wap if pipeline == "teacher_wap" else None
+    path = visual_path(plan, pipeline)
+    return path, _abstract(path.abstract_encoder_params()), pixels
 
 
 def _prefill_args(plan, pipeline, frames):
@@ -79,7 +76,7 @@ def _vision_variants():
 def test_vision_matmul_flops_equal_the_lowered_program(name, plan):
     for pipeline in ("teacher", "teacher_wap", "student"):
         for frames in (3, 4):  # 3: WAP and the student pad the clip to a multiple of their temporal stride
-            parts = flops.vision(pipeline, plan.teacher, plan.student, plan.wap, frames)
+            parts = flops.vision(visual_path(plan, pipeline), frames)
             text = _jitted()["vision"].lower(*_vision_args(plan, pipeline, frames)).as_text()
             expected = parts["total"] - _non_matmul(plan, pipeline, frames, parts)
             assert flops.lowered_matmul_flops(text) == pytest.approx(expected, rel=1e-9), (pipeline, frames)
@@ -102,7 +99,7 @@ def test_xla_cost_analysis_is_at_most_a_few_percent_above_the_analytic_count():
     plan = _plan("small")
     frames = 8
     for pipeline in ("teacher", "teacher_wap", "student"):
-        analytic = flops.vision(pipeline, plan.teacher, plan.student, plan.wap, frames)["total"]
+        analytic = flops.vision(visual_path(plan, pipeline), frames)["total"]
         counted = compiled_flops(_jitted()["vision"], *_vision_args(plan, pipeline, frames))
         assert 1.0 <= counted / analytic <= 1.07, (pipeline, counted / analytic)
     args = _prefill_args(plan, "teacher", frames)
@@ -124,5 +121,5 @@ def test_real_sizes_match_the_published_compute():
 
 def test_pipeline_names_are_checked():
     plan = _plan()
-    with pytest.raises(ValueError, match="pipeline"):
-        flops.vision("nope", plan.teacher, plan.student, plan.wap, 4)
+    with pytest.raises(ValueError, match="encoder='nope' must be one of"):
+        flops.vision(visual_path(plan, "nope"), 4)

@@ -11,6 +11,7 @@ import pytest
 
 from configs import latency as latency_config
 from experiments import latency
+from liteframe_jax.models.visual_path import for_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,7 +155,7 @@ def test_config_args():
     real = latency_config.get_config()
     assert real.dtype == "bfloat16" and real.frames == (8, 16, 32, 64, 128, 256, 512)
     plan = latency.validate(real)
-    assert plan.teacher.tokens_per_frame() == 256 and plan.student.num_visual_tokens(64) == 1024
+    assert plan.teacher.tokens_per_frame() == 256 and for_model(plan.student).num_visual_tokens(64) == 1024
     assert latency.llm_length(plan, 512, 256) > plan.max_llm_tokens > latency.llm_length(plan, 256, 256)
     with pytest.raises(ValueError, match="size='huge'"):
         latency_config.get_config("size=huge")

@@ -7,7 +7,8 @@ from flax import linen as nn
 
 from configs import internvl3_8b, internvl3_tiny
 from configs.common import model_from_config
-from liteframe_jax.models.internvl import abstract_params, init_params, merge_visual_tokens
+from liteframe_jax.models.internvl import abstract_params, init_params
+from liteframe_jax.models.llm_front import merge_visual_tokens
 
 KNOWN_AXES = {"embed", "mlp", "heads", "kv_heads", "vocab", "qkv", "positions", "conv_h", "conv_w", "conv_in"}
 

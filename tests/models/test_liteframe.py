@@ -11,6 +11,7 @@ from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.models.config import ConfigError, DownsampleStage, StudentConfig
 from liteframe_jax.models.internvl import InternVL, init_params
 from liteframe_jax.models.liteframe import LiteFrameConfig, LiteFrameVLM, abstract_liteframe, init_liteframe
+from liteframe_jax.models.visual_path import for_model
 from configs import internvl3_tiny
 from configs.common import model_from_config
 
@@ -28,7 +29,7 @@ def test_token_counts_follow_the_student_strides_and_the_location():
     cfg = LiteFrameConfig(_student(), _teacher()).validate()
     assert cfg.frames_per_group == 2
     assert cfg.tokens_per_group() == 1  # 4x4 patches -> 2x2 after the stride -> 1 token after pixel shuffle
-    assert cfg.num_visual_tokens(5) == 3  # ceil(5 / 2) groups
+    assert for_model(cfg).num_visual_tokens(5) == 3  # ceil(5 / 2) groups
     post = LiteFrameConfig(_student(out_dim=256), _teacher(), "post_shuffle").validate()
     assert post.tokens_per_group() == 4
 
@@ -72,7 +73,7 @@ def test_encode_video_equals_the_ctd_target_path(location, out_dim):
     connector = {k: v for k, v in params.items() if k == "projector"}  # unused (absent) after the projector
     want = targets_to_llm_tokens(teacher, connector, grid,
                                  WAPConfig(window=(2, 2, 2), location=location))
-    assert visual.shape == (2, cfg.num_visual_tokens(3), teacher.text.hidden_size)
+    assert visual.shape == (2, for_model(cfg).num_visual_tokens(3), teacher.text.hidden_size)
     np.testing.assert_allclose(visual, want, rtol=1e-6, atol=1e-6)
 
 
