@@ -49,7 +49,8 @@ def private_uses(tree: ast.AST) -> list[str]:
                     modules.add(a.asname or a.name)
         elif isinstance(node, ast.Import):
             for a in node.names:
-                modules.add((a.asname or a.name).split(".")[0])
+                if a.name.startswith(("liteframe_jax", *UPWARD)):
+                    modules.add((a.asname or a.name).split(".")[0])
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
                 and node.attr.startswith("_") and not node.attr.startswith("__")):
