@@ -48,6 +48,8 @@ def run(task: Task, workdir: str | Path) -> dict:
         raise ValueError(f"train.batch_size={task.loop.batch_size} must be a multiple of the batch shards "
                          f"data x fsdp = {shards} of mesh {dict(mesh.shape)}")
     ckpt = TrainCheckpointer(workdir / "checkpoints", task.loop.keep_checkpoints, task.loop.async_checkpoints)
+    if ckpt.latest_step() is not None:  # refuse a resume with another process count before loading anything
+        local_iterator_state(ckpt.restore_data())
     log = MetricsLogger(workdir, task.optim.total_steps, ckpt.latest_step() or 0, enabled=jax.process_index() == 0)
     ctx = Run(mesh, rules, workdir, task.loop.batch_size // jax.process_count(), log.message)
     try:

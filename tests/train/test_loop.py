@@ -200,3 +200,15 @@ def test_a_batch_that_does_not_split_over_the_mesh_is_refused_before_training(tm
 def test_loop_settings_are_checked_with_their_field_names():
     errors = LoopConfig.from_config({**toy_config().train, "batch_size": 3, "eval_every": 0}).errors(2)
     assert errors == ["train.batch_size=3 must divide over 2 processes", "train.eval_every=0 must be >= 1"]
+
+
+def test_a_resume_with_another_process_count_is_refused_before_the_task_loads_anything(straight, tmp_path):
+    import shutil
+    shutil.copytree(straight[0] / "checkpoints", tmp_path / "checkpoints")
+    data = tmp_path / "checkpoints" / "6" / "data" / "metadata"  # as if written by 2 processes
+    saved = json.loads(data.read_text())
+    data.write_text(json.dumps({**saved, "process_count": 2, "iterators": saved["iterators"] * 2}))
+    task = ToyTask(toy_config())
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\) and this run has 1"):
+        loop.run(task, tmp_path)
+    assert not hasattr(task, "run")  # setup never ran
