@@ -11,8 +11,8 @@ parts that differ; this module owns the rest:
 Adding a task (e.g. teacher pre-training): write a module with a class that follows the Task protocol (parse and
 validate its config in the constructor; `setup` loads frozen arguments, `phase` builds the dataset and the jitted
 steps, `export` writes the model), a `run(config, workdir)` that calls `loop.run(TheTask(config), workdir)`, and
-add its config.kind to TASKS in liteframe_jax/train/__main__.py. A task with a single phase returns one Phase
-whose last_step is optim.total_steps; a task without frozen arguments sets `frozen = ()`.
+add its config.kind to the `tasks` table in liteframe_jax/train/__main__.py. A task with a single phase returns one
+Phase whose last_step is optim.total_steps; a task without frozen arguments sets `frozen = ()`.
 """
 
 from __future__ import annotations
