@@ -14,8 +14,9 @@ from configs import internvl3_8b, internvl3_tiny
 from configs.common import parse_arg
 from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.losses.ctd import CTDLossConfig
-from liteframe_jax.models.config import DownsampleStage, StudentConfig
+from liteframe_jax.models.config import StudentConfig
 from liteframe_jax.train.optim import OptimConfig
+from liteframe_jax.train.tiny_demo import tiny_student, tiny_wap
 
 
 def get_config(arg: str | None = None):
@@ -31,9 +32,7 @@ def get_config(arg: str | None = None):
     c.teacher.model = (internvl3_tiny if tiny else internvl3_8b).get_config().model
 
     if tiny:
-        student = StudentConfig(image_size=(56, 56), hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
-                                out_dim=64, num_frames=4, downsample=(DownsampleStage(1, (2, 2, 2), (3, 3, 3)),))
-        wap = WAPConfig(window=(2, 2, 2))
+        student, wap = tiny_student(), tiny_wap()
     else:
         student, wap = StudentConfig(dtype="bfloat16"), WAPConfig()
     c.student = ml_collections.ConfigDict(student.to_dict())

@@ -37,6 +37,7 @@ def main(argv):
     from liteframe_jax.data.target_cache import TargetCacheWriter
     from liteframe_jax.sharding import make_mesh, rules_from_config
     from liteframe_jax.train import ctd
+    from liteframe_jax.train.teacher import teacher_identity
 
     config = _CONFIG.value
     if _BATCH.value < 1:
@@ -45,11 +46,11 @@ def main(argv):
         setup, _, data_cfg = ctd.parse(config)
         data_cfg = data_cfg.replace(num_epochs=1, random_resized_crop_scale=None, hflip=False)
         mesh = make_mesh({"data": 1}, jax.local_devices()[:1])
-        teacher = ctd._teacher_params(config, setup, mesh, rules_from_config(config.sharding_rules))
+        teacher = ctd.teacher_params(config, setup, mesh, rules_from_config(config.sharding_rules))
         examples = load_examples(data_cfg)
         target_shape = setup.student.output_shape(data_cfg.num_frames)
         metadata = {"data": {**data_cfg.to_dict(), **cache_identity(data_cfg, examples)["data"]},
-                    "wap": setup.wap.to_dict(), "teacher": ctd.teacher_identity(config)}
+                    "wap": setup.wap.to_dict(), "teacher": teacher_identity(config)}
         ds, skips = build_dataset(data_cfg, "all", _BATCH.value, augment=False, drop_remainder=False)
         with TargetCacheWriter(_OUT.value, len(examples), target_shape, num_frames=data_cfg.num_frames,
                                metadata=metadata, overwrite=_OVERWRITE.value) as writer:

@@ -33,6 +33,15 @@ class PromptTooLongError(ValueError):
 
 # ------------------------------------------------------------------------------------------------- strings
 
+def resolve_system_message(setting: str | None) -> str | None:
+    """A system-message setting (config value or flag) -> the system text: "default" = InternVL's
+    DEFAULT_SYSTEM_MESSAGE, None, "" or "none" = no system turn, anything else the text itself."""
+    if setting is None or setting.strip().lower() in ("", "none"):
+        return None
+    return DEFAULT_SYSTEM_MESSAGE if setting == "default" else setting
+
+
+
 def frame_labels(num_frames: int, frames_per_group: int = 1) -> list[str]:
     """Labels of the ceil(num_frames / k) frame groups: "Frame1", "Frame2", ... for k = 1, else "Frame1-4",
     "Frame5-8", ...; a last short group names its real frames ("Frame9-10", or "Frame9" when it has one)."""

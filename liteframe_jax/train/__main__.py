@@ -52,13 +52,15 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 1
     config = _CONFIG.value
-    if config.kind not in ("ctd", "lma"):
-        print(f"error: unknown config.kind={config.kind!r} (supported: ctd, lma)", file=sys.stderr)
+    from liteframe_jax.train import ctd, lma, loop
+
+    tasks = {"ctd": ctd.CTDTask, "lma": lma.LMATask}  # config.kind -> task (liteframe_jax.train.loop: adding one)
+    if config.kind not in tasks:
+        print(f"error: unknown config.kind={config.kind!r} (supported: {', '.join(tasks)})", file=sys.stderr)
         return 1
-    from liteframe_jax.train import ctd, lma
     try:
-        (ctd if config.kind == "ctd" else lma).run(config, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, ctd.NonFiniteLossError) as e:
+        loop.run(tasks[config.kind](config), _WORKDIR.value)
+    except (ValueError, FileNotFoundError, loop.NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

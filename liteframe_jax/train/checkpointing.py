@@ -42,6 +42,13 @@ class TrainCheckpointer:
             meta=ocp.args.JsonRestore()))
         return step, out["state"], out["data"], out["meta"]
 
+    def restore_data(self, step: int | None = None) -> dict:
+        """Only the data-iterator state of `step` (default: the latest), without reading the train state."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        return self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

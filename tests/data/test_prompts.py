@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from liteframe_jax.data.prompts import (DEFAULT_SYSTEM_MESSAGE, PromptTooLongError, chat_prompt, encode_example,
-                                        encode_prompt, frame_labels, pad_batch, video_prefix)
+                                        encode_prompt, frame_labels, pad_batch, resolve_system_message, video_prefix)
 from liteframe_jax.data.tokenizer import load_tokenizer, save_tiny_tokenizer
 
 V = 512
@@ -154,6 +154,12 @@ def test_too_long_raises_naming_both_lengths(tok):
 
 def test_default_system_message_is_internvls():
     assert DEFAULT_SYSTEM_MESSAGE.startswith("你是书生·万象，英文名是InternVL") and DEFAULT_SYSTEM_MESSAGE.endswith("模型。")
+
+
+@pytest.mark.parametrize("setting,expected", [("default", DEFAULT_SYSTEM_MESSAGE), ("", None), (None, None),
+                                              ("none", None), ("Be brief.", "Be brief.")])
+def test_system_message_settings_resolve_to_the_system_text(setting, expected):
+    assert resolve_system_message(setting) == expected
 
 
 # ------------------------------------------------------------------------------------------------- batching

@@ -1,0 +1,74 @@
+"""The video-QA data of a training config (config.data, config.teacher): tokenizer, train/eval records, the
+per-frame-count data settings and batches. Shared by the tasks that train on video QA (LMA; teacher
+pre-training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from liteframe_jax.checkpoints.liteframe_store import tokenizer_files
+from liteframe_jax.data.prompts import resolve_system_message
+from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig, build_qa_dataset
+from liteframe_jax.data.synthetic import SyntheticVideoSpec
+from liteframe_jax.data.tokenizer import load_tokenizer, save_tiny_tokenizer
+from liteframe_jax.data.video_qa import read_records, synthetic_splits
+
+RECORD_ERRORS_SHOWN = 10
+BATCH_KEYS = ("pixels", "input_ids", "loss_mask", "attention_mask")  # what the steps take of a QA batch
+
+
+def qa_tokenizer(config, workdir: Path):
+    """(tokenizer, its directory): data.tokenizer, else the teacher checkpoint's, else (tiny demo) the built-in
+    tiny tokenizer written once to workdir/tokenizer."""
+    src = config.data.tokenizer or (config.teacher.checkpoint if tokenizer_files(config.teacher.checkpoint) else "")
+    if not src:
+        if config.variant != "tiny":
+            raise ValueError("no tokenizer: set data.tokenizer or use a teacher checkpoint with tokenizer files")
+        src = workdir / "tokenizer"
+        if not (src / "tokenizer.json").exists():
+            save_tiny_tokenizer(src, config.teacher.model.text.vocab_size)
+    return load_tokenizer(src), Path(src)
+
+
+def load_qa_records(config, log=print):
+    """(train records, eval records) from the configured files or the embedded synthetic benchmark; malformed
+    lines are skipped and reported with line numbers."""
+    d = config.data
+    if not d.train_file:
+        spec = SyntheticVideoSpec(num_frames=d.synthetic_video_frames, size=d.synthetic_video_size,
+                                  seed=d.synthetic_seed)
+        return synthetic_splits(spec, d.synthetic_train_videos, d.synthetic_test_videos, seed=d.synthetic_seed)
+    out = []
+    for path in (d.train_file, d.eval_file or d.train_file):
+        records, errors = read_records(path)
+        for line, reason in errors[:RECORD_ERRORS_SHOWN]:
+            log(f"{path}:{line}: skipped malformed record: {reason}")
+        if len(errors) > RECORD_ERRORS_SHOWN:
+            log(f"{path}: {len(errors) - RECORD_ERRORS_SHOWN} more malformed records skipped")
+        out.append(records)
+    return out[0], out[1]
+
+
+def qa_config(config, num_frames: int) -> QADataConfig:
+    """The QA data settings of config.data for clips of `num_frames` frames."""
+    d = config.data
+    return QADataConfig(num_frames=num_frames, image_size=tuple(d.image_size), max_length=d.max_length,
+                        sampling=d.sampling, fps=d.fps, decode_threads=d.decode_threads, seed=config.seed,
+                        system_message=resolve_system_message(d.system_message)).validate()
+
+
+def qa_batches(records, tokenizer, qa: QADataConfig, layout: PromptLayout, local_batch: int, train: bool):
+    """(dataset of this process's batches, skip stats): shuffled and endless for training, one ordered pass for
+    eval (data.qa_pipeline.build_qa_dataset)."""
+    return build_qa_dataset(records, tokenizer, qa, layout, local_batch, train=train,
+                            process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def example_batch(qa: QADataConfig, b: int) -> dict:
+    """Zero host arrays shaped like one local batch: pixels (b, T, H, W, 3), token rows (b, L)."""
+    return {"pixels": np.zeros((b, qa.num_frames, *qa.image_size, 3), np.float32),
+            "input_ids": np.zeros((b, qa.max_length), np.int32), "loss_mask": np.zeros((b, qa.max_length), np.float32),
+            "attention_mask": np.zeros((b, qa.max_length), np.int32)}

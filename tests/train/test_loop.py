@@ -1,0 +1,214 @@
+"""The training loop against a toy task (linear regression in two phases): it trains, logs, evaluates,
+checkpoints, resumes an interrupted run into the right phase and data position so that it reproduces the straight
+run exactly, exports once at the end, and stops on a non-finite loss with the last good checkpoint intact.
+This is the specification of the Task interface (liteframe_jax.train.task)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from liteframe_jax.data.pipeline import SkipStats
+from liteframe_jax.train import loop
+from liteframe_jax.train.optim import OptimConfig, guarded_update
+from liteframe_jax.train.task import LoopConfig, Phase
+
+DIM, PHASE_STEPS, BATCH = 4, 3, 8
+W_TRUE = np.arange(1.0, DIM + 1, dtype=np.float32)
+
+
+class ToyBatches:
+    """Batches {"x": (B, DIM), "y": (B,)} of phase `stage`, deterministic in (stage, position); the batch that
+    feeds global step `poison` holds NaNs, the second one skips an example. Checkpointable like a grain
+    iterator."""
+
+    def __init__(self, stage: int, first_step: int, poison: int = -1, skips: SkipStats | None = None):
+        self.stage, self.first_step, self.poison, self.position = stage, first_step, poison, 0
+        self.skips = SkipStats() if skips is None else skips
+
+    def __next__(self):
+        rng = np.random.default_rng([self.stage, self.position])
+        if self.position == 1:
+            self.skips.record(f"clip{self.stage}.mp4: unreadable")
+        x = rng.normal(size=(BATCH, DIM)).astype(np.float32)
+        if self.first_step + self.position == self.poison:
+            x[:] = np.nan
+        self.position += 1
+        return {"x": x, "y": x @ W_TRUE, "unused": np.zeros(BATCH)}
+
+    def get_state(self) -> dict:
+        return {"position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        self.position = state["position"]
+
+
+def _step(tx, state, scale, batch):
+    """One guarded SGD step on the mean squared error of x @ (scale * w)."""
+    return guarded_update(tx, state, lambda p: _loss(p, scale, batch))
+
+
+def _loss(params, scale, batch):
+    loss = jnp.mean((batch["x"] @ (scale * params["w"]) - batch["y"]) ** 2)
+    return loss, {"loss": loss}
+
+
+class ToyTask:
+    """Two phases of PHASE_STEPS steps with their own data streams; frozen argument: a scale of 1."""
+
+    skipped_what = "broken"
+
+    def __init__(self, config):
+        if config.train.batch_size != BATCH:
+            raise ValueError(f"train.batch_size must be {BATCH}")
+        self.config = config
+        self.loop = LoopConfig.from_config(config.train)
+        self.optim = OptimConfig(peak_lr=0.05, warmup_steps=1, total_steps=2 * PHASE_STEPS).validate()
+        self.tx = optax.sgd(0.2)
+        self.exports = 0
+        self.phases_built = []
+
+    def setup(self, run):
+        self.run = run
+        self.replicated = NamedSharding(run.mesh, P())
+        self.frozen = (jax.device_put(jnp.float32(1.0), self.replicated),)
+
+    def _abstract(self):
+        params = {"w": jax.ShapeDtypeStruct((DIM,), jnp.float32)}
+        return {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt": jax.eval_shape(self.tx.init, params)}
+
+    def state_target(self):
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.replicated),
+                            self._abstract())
+
+    def init_state(self):
+        params = {"w": jnp.zeros((DIM,), jnp.float32)}
+        state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt": self.tx.init(params)}
+        return jax.device_put(state, self.replicated)
+
+    def banner(self, start):
+        return f"toy: {'resuming at step %d' % start if start else 'fresh start'}"
+
+    def phase(self, step):
+        stage = (step - 1) // PHASE_STEPS
+        self.phases_built.append(stage)
+        skips = SkipStats()
+        eval_data = lambda: (next(ToyBatches(99, 0)) for _ in range(4))
+        return Phase(last_step=(stage + 1) * PHASE_STEPS,
+                     batches=ToyBatches(stage, stage * PHASE_STEPS + 1, self.config.poison_step, skips), skips=skips,
+                     train_step=jax.jit(lambda *a: _step(self.tx, *a), donate_argnums=0),
+                     eval_step=jax.jit(lambda p, s, b: _loss(p, s, b)[1]), eval_batches=eval_data,
+                     data_tag={"stage": stage}, log_extra={"stage": stage}, message=f"phase {stage}")
+
+    def inputs(self, batch):
+        return {"x": batch["x"], "y": batch["y"]}
+
+    def export(self, state, workdir):
+        self.exports += 1
+        np.save(workdir / "w.npy", np.asarray(state["params"]["w"]))
+        return f"weights written to {workdir / 'w.npy'}"
+
+
+def toy_config(**train):
+    c = ml_collections.ConfigDict()
+    c.mesh = {"data": -1}
+    c.sharding_rules = [("batch", ("data",))]
+    c.poison_step = -1
+    c.train = dict(batch_size=BATCH, log_every=1, eval_every=PHASE_STEPS, eval_batches=2, checkpoint_every=2,
+                   keep_checkpoints=5, async_checkpoints=True, stop_at_step=-1)
+    c.train.update(train)
+    return c
+
+
+def records(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_losses(workdir):
+    return [(r["step"], r["loss"], r["stage"]) for r in records(workdir) if "loss" in r]
+
+
+def checkpoint_steps(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    work = tmp_path_factory.mktemp("toy_straight")
+    task = ToyTask(toy_config())
+    last = loop.run(task, work)
+    return work, task, last
+
+
+def test_the_loop_trains_logs_evaluates_checkpoints_and_exports_once(straight):
+    work, task, last = straight
+    recs = train_losses(work)
+    assert [s for s, _, _ in recs] == list(range(1, 7)) and [g for *_, g in recs] == [0, 0, 0, 1, 1, 1]
+    assert recs[-1][1] < recs[0][1]
+    train_rec = next(r for r in records(work) if "loss" in r)
+    assert {"lr", "grad_norm", "skipped_examples", "steps_per_second"} <= set(train_rec)
+    assert [r["step"] for r in records(work) if "eval/loss" in r] == [3, 6]
+    assert task.phases_built == [0, 1] and task.exports == 1
+    np.testing.assert_allclose(np.load(work / "w.npy"), W_TRUE, atol=1.0)
+    assert checkpoint_steps(work) == [2, 4, 6]
+    assert last["step"] == 6 and "eval/loss" in last and last["skipped_examples"] == 2
+    assert json.loads((work / "config.json").read_text())["train"]["batch_size"] == BATCH
+
+
+def test_an_interrupted_run_resumes_into_the_right_phase_and_data_position(straight, tmp_path, capfd):
+    ref, _, _ = straight
+    work = tmp_path / "resumed"
+    first = ToyTask(toy_config(stop_at_step=5))  # stops inside phase 1, off the checkpoint cadence
+    loop.run(first, work)
+    assert first.exports == 0 and not (work / "w.npy").exists()
+    assert checkpoint_steps(work) == [2, 4, 5]
+    assert "stopping at step 5" in capfd.readouterr().err
+    second = ToyTask(toy_config())
+    loop.run(second, work)
+    err = capfd.readouterr().err
+    assert "toy: resuming at step 5" in err and "phase 1" in err
+    assert second.phases_built == [1] and second.exports == 1
+    assert train_losses(work) == train_losses(ref)  # identical, step for step
+    np.testing.assert_array_equal(np.load(work / "w.npy"), np.load(ref / "w.npy"))
+    skipped = [[r["skipped_examples"] for r in records(w) if "loss" in r] for w in (work, ref)]
+    assert skipped[0] == skipped[1] == [0, 1, 1, 1, 2, 2]  # saved counts + the resumed stream's, no double count
+    assert "skipped 2 broken examples in total" in err
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    task = ToyTask(toy_config(checkpoint_every=3))
+    task.config.poison_step = 5
+    with pytest.raises(loop.NonFiniteLossError, match=r"non-finite loss at step 5.*last good checkpoint \(step 3\)"):
+        loop.run(task, tmp_path)
+    assert checkpoint_steps(tmp_path) == [3] and task.exports == 0
+    assert max(s for s, _, _ in train_losses(tmp_path)) == 4
+
+
+def test_a_batch_that_does_not_split_over_the_mesh_is_refused_before_training(tmp_path):
+    task = ToyTask(toy_config())
+    task.loop = LoopConfig.from_config({**toy_config().train, "batch_size": 12})
+    with pytest.raises(ValueError, match="multiple of the batch shards data x fsdp = 8"):
+        loop.run(task, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_loop_settings_are_checked_with_their_field_names():
+    errors = LoopConfig.from_config({**toy_config().train, "batch_size": 3, "eval_every": 0}).errors(2)
+    assert errors == ["train.batch_size=3 must divide over 2 processes", "train.eval_every=0 must be >= 1"]
+
+
+def test_a_resume_with_another_process_count_is_refused_before_the_task_loads_anything(straight, tmp_path):
+    import shutil
+    shutil.copytree(straight[0] / "checkpoints", tmp_path / "checkpoints")
+    data = tmp_path / "checkpoints" / "6" / "data" / "metadata"  # as if written by 2 processes
+    saved = json.loads(data.read_text())
+    data.write_text(json.dumps({**saved, "process_count": 2, "iterators": saved["iterators"] * 2}))
+    task = ToyTask(toy_config())
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\) and this run has 1"):
+        loop.run(task, tmp_path)
+    assert not hasattr(task, "run")  # setup never ran
