@@ -4,7 +4,8 @@
 
 encoder: "student" (LiteFrame; student.checkpoint = the CTD run's DIR/student), "teacher" (InternVL3, 256-style
   tokens per frame) or "teacher_wap" (the teacher + post-hoc WAP compression).
-trainable: "+"-joined groups from projector, lora, llm, student, e.g. projector+lora (student at optim_student_lr when > 0).
+trainable: "+"-joined groups from projector, lora, llm, student, e.g. projector+lora (student at
+  optim_student_lr when > 0).
 curriculum: "FRAMES:STEPS,FRAMES:STEPS,..." e.g. "64:2000,256:2000,512:1000"; total steps = the sum.
 variant=tiny (default): tiny random teacher (unless teacher.checkpoint), the built-in tiny tokenizer, the embedded
   synthetic video-QA benchmark; minutes on a CPU. variant=8b: teacher.checkpoint and data.train_file required.

@@ -55,9 +55,11 @@ def _student_rules() -> tuple[Rule, ...]:
              Rule(S + r"head\.bias", "student/head/bias", "vector")]
     norms = ((L + "norm1", "student/layers_{0}/norm1"), (L + "norm2", "student/layers_{0}/norm2"),
              (L + r"temporal\.norm", "student/layers_{0}/temporal/norm"),
-             (r"student\.downsample\.(\d+)\.norm", "student/downsample_{0}/norm"), (S + "head_norm", "student/head_norm"))
+             (r"student\.downsample\.(\d+)\.norm", "student/downsample_{0}/norm"),
+             (S + "head_norm", "student/head_norm"))
     for theirs, ours in norms:
-        rules += [Rule(theirs + r"\.weight", ours + "/scale", "vector"), Rule(theirs + r"\.bias", ours + "/bias", "vector")]
+        rules += [Rule(theirs + r"\.weight", ours + "/scale", "vector"),
+                  Rule(theirs + r"\.bias", ours + "/bias", "vector")]
     linears = (("attn\\.q_proj", "q"), ("attn\\.k_proj", "k"), ("attn\\.v_proj", "v"), ("attn\\.out_proj", "out"),
                ("mlp\\.fc1", "fc1"), ("mlp\\.fc2", "fc2"))
     for theirs, ours in linears:

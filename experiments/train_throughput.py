@@ -23,7 +23,6 @@ the step then trains the student only (the teacher is not on the devices' critic
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import jax

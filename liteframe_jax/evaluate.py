@@ -22,8 +22,8 @@ lines are skipped and reported with their line numbers, unreadable videos with t
 or one where nothing could be evaluated, is an error (`error: ...`, exit 1). Prints a per-task table (n, accuracy,
 chance = mean of 1/len(options)) and, with --out, writes the full result (per-task numbers, skipped records,
 per-question predictions, and model_ms_per_example: encode + LLM time per question, first batch (compilation)
-excluded; for loglik also named encode_prefill_ms_per_example) as JSON, atomically. Tiny LMA demo models are trained without a system turn: evaluate
-them with --system_message none.
+excluded; for loglik also named encode_prefill_ms_per_example) as JSON, atomically. Tiny LMA demo models are
+trained without a system turn: evaluate them with --system_message none.
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def _norm(text: str) -> str:
 def parse_choice(text: str, num_options: int, options=()) -> str | None:
     """The option letter a reply chooses, or None. In order: a reply that is a single letter ("b", "(B)."); a
     letter after "answer"/"option"/"choice" ("The answer is B", "Answer: (C)"); the first capital letter standing
-    alone, except "A"/"I" followed by a lowercase word ("B. red", "I think C." -> C; "A red square" has none); a reply equal to one
-    option's text (case, punctuation and articles ignored). Letters beyond the options are ignored."""
+    alone, except "A"/"I" followed by a lowercase word ("B. red", "I think C." -> C; "A red square" has none); a
+    reply equal to one option's text (case, punctuation and articles ignored). Letters beyond the options are
+    ignored."""
     valid = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:num_options]
     text = (text or "").strip()
     if not text:
@@ -350,7 +351,8 @@ def main(argv):
     if len(errors) > 10:
         print(f"{f.benchmark}: {len(errors) - 10} more malformed lines skipped", file=sys.stderr)
     if not records:
-        return cli_error(f"{f.benchmark} has no valid records" + (f" ({len(errors)} malformed lines)" if errors else ""))
+        malformed = f" ({len(errors)} malformed lines)" if errors else ""
+        return cli_error(f"{f.benchmark} has no valid records{malformed}")
     if f.limit is not None:
         records, lines = records[:f.limit], lines[:f.limit]
     from tqdm import tqdm

@@ -791,6 +791,7 @@ def reference_outputs(
                 model.generation_config = saved
             new = seq[:, input_ids.shape[1]:]
             if new.shape != (input_ids.shape[0], n):
-                raise RuntimeError(f"generate returned {tuple(new.shape)} new tokens, expected {(input_ids.shape[0], n)}")
+                raise RuntimeError(f"generate returned {tuple(new.shape)} new tokens, "
+                                   f"expected {(input_ids.shape[0], n)}")
             out["generated"] = new.detach().to(torch.int64).numpy().copy()
     return out

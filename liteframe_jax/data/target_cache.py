@@ -5,7 +5,8 @@ Layout of a cache directory:
     cache.json        format, version, shapes, dtype, num_frames, how many examples were written, and the
                       caller's `metadata` (data config, WAP config, teacher identity, ...)
     targets/          zarr3 (N, T', H', W', C) float32 or bfloat16, one example per chunk
-    frame_indices/    zarr3 int64 (N, T), 1024 examples per chunk: the decoded frame numbers of each example (-1: synthetic / unknown)
+    frame_indices/    zarr3 int64 (N, T), 1024 examples per chunk: the decoded frame numbers of each example
+                      (-1: synthetic / unknown)
     written/          zarr3 bool (N,): which examples hold a target
 
 Completion is atomic: the writer fills a sibling directory `<path>.partial-<id>` and renames it to `<path>` only in

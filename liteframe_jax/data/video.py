@@ -6,10 +6,12 @@ to the keyframe before each wanted frame and decoding forward from there (`data.
 a stream from its packets, and the seek plan). method="auto" picks whichever decodes fewer frames, so short clips
 decode as before and sampling from a long video costs about what is sampled, not the video's length. Both give
 bit-identical frames; when frames cannot be located by timestamp (packets without timestamps, a truncated file)
-or a seek does not land where the index says, decoding falls back to sequential and logs it once per file. Frames are converted to RGB at native size by FFmpeg (as decord does), then resized
-to `size` ignoring aspect ratio with bicubic filtering: `resample="pil"` (default) is Pillow's
-`Image.resize(BICUBIC)`, exactly InternVL's per-frame resize; `resample="swscale"` uses FFmpeg's bicubic
-scaler (no Pillow needed, ~2x faster, within about 1 grey level on average of Pillow's result).
+or a seek does not land where the index says, decoding falls back to sequential and logs it once per file.
+
+Frames are converted to RGB at native size by FFmpeg (as decord does), then resized to `size` ignoring aspect
+ratio with bicubic filtering: `resample="pil"` (default) is Pillow's `Image.resize(BICUBIC)`, exactly InternVL's
+per-frame resize; `resample="swscale"` uses FFmpeg's bicubic scaler (no Pillow needed, ~2x faster, within about 1
+grey level on average of Pillow's result).
 
 Threads: `threads` is FFmpeg's codec thread count (0 = auto, one per core) with frame+slice threading. Use
 `threads=1` when many loader worker processes decode at once (one per grain worker), otherwise the workers

@@ -19,6 +19,7 @@ from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig
 from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.liteframe import LiteFrameConfig, init_liteframe
 from liteframe_jax.models.lora import LoRAConfig, init_lora
+from liteframe_jax.models.visual_path import configs_needed
 from liteframe_jax.train import loop
 from liteframe_jax.train.checkpointing import abstract_with_shardings, to_host
 from liteframe_jax.train.lma_step import LMASetup, combine, init_state, make_eval_step, make_train_step, state_shardings
@@ -68,8 +69,9 @@ def parse(config) -> tuple[LMASetup, OptimConfig, list[tuple[int, int]], dict[st
     teacher = teacher_config(config)
     trainable = tuple(x for x in config.trainable.replace(" ", "").replace(",", "+").split("+") if x)
     lora = LoRAConfig.from_dict(config.lora.to_dict()) if "lora" in trainable else None
-    liteframe = _liteframe_config(config, teacher) if config.encoder == "student" else None
-    wap = WAPConfig.from_dict(config.wap.to_dict()).validate() if config.encoder == "teacher_wap" else None
+    need = configs_needed(config.encoder)
+    liteframe = _liteframe_config(config, teacher) if "liteframe" in need else None
+    wap = WAPConfig.from_dict(config.wap.to_dict()).validate() if "wap" in need else None
     setup = LMASetup(config.encoder, teacher, trainable, liteframe, wap, lora).validate()
     curriculum = parse_curriculum(config.curriculum)
     total = sum(s for _, s in curriculum)
@@ -98,7 +100,7 @@ def _liteframe_config(config, teacher: InternVLConfig) -> LiteFrameConfig:
 def _initial_params(config, setup: LMASetup) -> dict:
     """Full pipeline params (unboxed, host): teacher parts from its checkpoint (or random for the tiny demo),
     the student from the CTD checkpoint."""
-    if setup.encoder != "student":
+    if "student" not in setup.visual.param_keys:
         return dict(teacher_params(config, setup.teacher))
     teacher = teacher_params(config, setup.teacher, ("projector", "llm"))
     if config.student.checkpoint:
@@ -185,13 +187,13 @@ def save_model(config, setup: LMASetup, state, frozen, dst: Path, tokenizer_dir:
     provenance = {"stage": "lma", "encoder": setup.encoder, "trainable": list(setup.trainable),
                   "curriculum": config.curriculum, "teacher_checkpoint": config.teacher.checkpoint,
                   "student_checkpoint": config.student.checkpoint}
-    if setup.encoder == "student":
+    if "student" in setup.visual.param_keys:
         params = {**frozen, **trainable}
         return save_liteframe(dst, setup.liteframe, params, lora=setup.lora, stage="lma",
                               tokenizer_dir=tokenizer_dir, provenance=provenance, overwrite=True)
     params = combine(setup, trainable, frozen)
     extra = {"provenance": provenance}
-    if setup.encoder == "teacher_wap":
+    if setup.wap is not None:
         extra["post_hoc_wap"] = setup.wap.to_dict()
     return store.save_checkpoint(dst, "internvl", setup.teacher.to_dict(), params,
                                  extra_files=tokenizer_files(tokenizer_dir), metadata=extra, overwrite=True)

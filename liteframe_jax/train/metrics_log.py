@@ -30,7 +30,8 @@ class MetricsLogger:
         if not enabled:
             return
         if self.path.exists():  # a resumed run drops records past its restored step, so the file stays one run
-            keep = [l for l in self.path.read_text().splitlines() if l and json.loads(l).get("step", 0) <= start_step]
+            keep = [line for line in self.path.read_text().splitlines()
+                    if line and json.loads(line).get("step", 0) <= start_step]
             self.path.write_text("".join(k + "\n" for k in keep))
         from tensorboardX import SummaryWriter
         self.writer = SummaryWriter(str(Path(workdir) / "tensorboard"))
@@ -52,7 +53,8 @@ class MetricsLogger:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         for k, v in record.items():
-            if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            if (k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v)):
                 self.writer.add_scalar(k, v, step)
         if self.bar is not None and "loss" in record:
             self.bar.set_postfix(loss=f"{record['loss']:.4g}")

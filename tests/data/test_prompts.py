@@ -52,8 +52,8 @@ def test_bad_frame_counts_are_rejected(num_frames, k):
 def test_two_frame_prompt_matches_internvl_literal_format():
     # the literal InternVL2.5/3 chat prompt for a two-frame video, with the 256 placeholders per frame written out
     ctx = "<IMG_CONTEXT>" * 256
-    expected = ("<|im_start|>system\n你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发"
-                "的多模态大语言模型。<|im_end|>\n"
+    expected = ("<|im_start|>system\n你是书生·万象，英文名是InternVL，"
+                "是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。<|im_end|>\n"
                 f"<|im_start|>user\nFrame1: <img>{ctx}</img>\nFrame2: <img>{ctx}</img>\nWhat happens?<|im_end|>\n"
                 "<|im_start|>assistant\n")
     assert chat_prompt(video_prefix(2, 256) + "What happens?") == expected
@@ -153,7 +153,8 @@ def test_too_long_raises_naming_both_lengths(tok):
 
 
 def test_default_system_message_is_internvls():
-    assert DEFAULT_SYSTEM_MESSAGE.startswith("你是书生·万象，英文名是InternVL") and DEFAULT_SYSTEM_MESSAGE.endswith("模型。")
+    assert DEFAULT_SYSTEM_MESSAGE.startswith("你是书生·万象，英文名是InternVL")
+    assert DEFAULT_SYSTEM_MESSAGE.endswith("模型。")
 
 
 @pytest.mark.parametrize("setting,expected", [("default", DEFAULT_SYSTEM_MESSAGE), ("", None), (None, None),

@@ -271,7 +271,8 @@ def test_read_records_skips_and_reports_malformed_lines(tmp_path):
 
 def test_write_then_read_round_trip_is_atomic(tmp_path):
     records = build_synthetic_benchmark(SPEC, 2) + [
-        QARecord(video="视频/a.mp4", question="这是什么颜色？", options=["红", "蓝"], answer="A", task="color", id="zh")]
+        QARecord(video="视频/a.mp4", question="这是什么颜色？", options=["红", "蓝"], answer="A", task="color",
+                 id="zh")]
     path = tmp_path / "out" / "qa.jsonl"
     write_records(path, records)
     assert read_records(path) == (records, [])

@@ -27,7 +27,7 @@ def train(workdir, *overrides, expect_ok=True):
 
 
 def records(workdir):
-    return [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
 def final_params(workdir):
@@ -126,7 +126,7 @@ def test_unreadable_videos_are_skipped_counted_and_reported_while_training_conti
     (tmp_path / "notes.mp4").write_text("not a video")
     (tmp_path / "empty.mp4").write_bytes(b"")
     lines += [{"video": "missing.mp4"}, {"video": "notes.mp4"}, {"video": "empty.mp4"}]
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in lines))
     work = tmp_path / "run"
     proc = train(work, "--config.data.source=manifest", f"--config.data.path={tmp_path / 'manifest.jsonl'}",
                  "--config.data.eval_fraction=0.25")
@@ -134,7 +134,7 @@ def test_unreadable_videos_are_skipped_counted_and_reported_while_training_conti
     data_cfg = DataConfig(source="manifest", path=str(tmp_path / "manifest.jsonl"), num_frames=4,
                           image_size=(56, 56), eval_fraction=0.25)
     train_ids = set(split_indices(data_cfg, "train").tolist())
-    bad_in_train = [n for i, n in enumerate(l["video"] for l in lines) if i in train_ids and i >= 16]
+    bad_in_train = [n for i, n in enumerate(entry["video"] for entry in lines) if i in train_ids and i >= 16]
     assert bad_in_train, "the split should leave at least one bad file in training"
     recs = [r for r in records(work) if "loss" in r]
     assert recs[-1]["step"] == 12 and recs[-1]["skipped_examples"] >= len(bad_in_train)

@@ -80,7 +80,8 @@ class ToyTask:
 
     def _abstract(self):
         params = {"w": jax.ShapeDtypeStruct((DIM,), jnp.float32)}
-        return {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt": jax.eval_shape(self.tx.init, params)}
+        return {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
+                "opt": jax.eval_shape(self.tx.init, params)}
 
     def state_target(self):
         return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.replicated),
