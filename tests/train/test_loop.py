@@ -4,6 +4,8 @@ run exactly, exports once at the end, and stops on a non-finite loss with the la
 This is the specification of the Task interface (liteframe_jax.train.task)."""
 
 import json
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +29,11 @@ class ToyBatches:
     feeds global step `poison` holds NaNs, the second one skips an example. Checkpointable like a grain
     iterator."""
 
-    def __init__(self, stage: int, first_step: int, poison: int = -1, skips: SkipStats | None = None):
+    def __init__(self, stage: int, first_step: int, poison: int = -1, skips: SkipStats | None = None,
+                 signal_at: tuple[int, int] | None = None):
         self.stage, self.first_step, self.poison, self.position = stage, first_step, poison, 0
         self.skips = SkipStats() if skips is None else skips
+        self.signal_at = signal_at  # (step, signal): this process gets the signal while that step's batch loads
 
     def __next__(self):
         rng = np.random.default_rng([self.stage, self.position])
@@ -38,6 +42,8 @@ class ToyBatches:
         x = rng.normal(size=(BATCH, DIM)).astype(np.float32)
         if self.first_step + self.position == self.poison:
             x[:] = np.nan
+        if self.signal_at and self.first_step + self.position == self.signal_at[0]:
+            os.kill(os.getpid(), self.signal_at[1])
         self.position += 1
         return {"x": x, "y": x @ W_TRUE, "unused": np.zeros(BATCH)}
 
@@ -101,7 +107,8 @@ class ToyTask:
         skips = SkipStats()
         eval_data = lambda: (next(ToyBatches(99, 0)) for _ in range(4))
         return Phase(last_step=(stage + 1) * PHASE_STEPS,
-                     batches=ToyBatches(stage, stage * PHASE_STEPS + 1, self.config.poison_step, skips), skips=skips,
+                     batches=ToyBatches(stage, stage * PHASE_STEPS + 1, self.config.poison_step, skips,
+                                        self.config.get("signal_at")), skips=skips,
                      train_step=jax.jit(lambda *a: _step(self.tx, *a), donate_argnums=0),
                      eval_step=jax.jit(lambda p, s, b: _loss(p, s, b)[1]), eval_batches=eval_data,
                      data_tag={"stage": stage}, log_extra={"stage": stage}, message=f"phase {stage}")
@@ -213,3 +220,31 @@ def test_a_resume_with_another_process_count_is_refused_before_the_task_loads_an
     with pytest.raises(ValueError, match=r"written by 2 process\(es\) and this run has 1"):
         loop.run(task, tmp_path)
     assert not hasattr(task, "run")  # setup never ran
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_checkpoints_the_current_step_and_a_rerun_continues_exactly(straight, tmp_path, capfd, signum):
+    ref, _, _ = straight
+    work = tmp_path / "signalled"
+    before = signal.getsignal(signum)
+    first = ToyTask(toy_config())
+    first.config.signal_at = (5, signum)  # mid phase 1, off the checkpoint cadence
+    loop.run(first, work)  # returns normally: no exception, no traceback
+    err = capfd.readouterr().err
+    assert f"received {signal.Signals(signum).name}" in err
+    assert f"stopped at step 5 on {signal.Signals(signum).name}" in err and "run the same command again" in err
+    assert checkpoint_steps(work) == [2, 4, 5] and first.exports == 0
+    assert signal.getsignal(signum) is before  # the handlers are given back
+    second = ToyTask(toy_config())
+    loop.run(second, work)
+    assert train_losses(work) == train_losses(ref) and second.exports == 1
+    np.testing.assert_array_equal(np.load(work / "w.npy"), np.load(ref / "w.npy"))
+
+
+def test_a_second_interrupt_stops_at_once():
+    stop = loop.StopRequest()
+    with stop, pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal_name == "SIGINT"
+        os.kill(os.getpid(), signal.SIGINT)  # the previous handler (Python's) raises KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
