@@ -152,6 +152,8 @@ def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger, st
             if phase is not None:
                 skips.end_phase(phase)
             phase = _start_phase(task, step, data_state, log)
+            if step == start + 1:
+                _check_eval_data(phase)
             data_state = None
         batch = global_batch(task.inputs(next(phase.batches)), ctx.mesh, ctx.rules)
         state, metrics = phase.train_step(state, *task.frozen, batch)
@@ -164,7 +166,14 @@ def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger, st
                                   **phase.log_extra, "skipped_examples": skips.count(phase),
                                   "steps_per_second": (step - start) / max(time.time() - t0, 1e-9)})
         if step % loop.eval_every == 0 or step == total:
-            last.update(log.log(step, evaluate(task, ctx, phase, state), prefix="eval/"))
+            try:
+                last.update(log.log(step, evaluate(task, ctx, phase, state), prefix="eval/"))
+            except Exception:  # keep the finished step: a re-run after fixing the data resumes here
+                ckpt.save(step, state, iterator_states(phase.batches.get_state(), **phase.data_tag),
+                          {"skipped": skips.count(phase), "skipped_examples": skips.first(phase, 20)})
+                ckpt.wait()
+                log.message(f"evaluation failed at step {step}; checkpoint of step {step} written")
+                raise
         log.advance(step)
         for example in skips.new_examples(phase):  # report unusable inputs as they are met
             log.message(f"skipped {task.skipped_what} example: {example}")
@@ -198,6 +207,12 @@ def _start_phase(task: Task, step: int, data_state: dict | None, log: MetricsLog
     if phase.message:
         log.message(phase.message)
     return phase
+
+
+def _check_eval_data(phase: Phase) -> None:
+    """Reads one held-out batch before the first step of a run, so that an unreadable eval split stops the run
+    before training rather than at the first evaluation (an empty split is allowed: nothing is evaluated)."""
+    next(iter(phase.eval_batches()), None)
 
 
 def evaluate(task: Task, ctx: Run, phase: Phase, state) -> dict:

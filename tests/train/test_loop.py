@@ -3,6 +3,7 @@ checkpoints, resumes an interrupted run into the right phase and data position s
 run exactly, exports once at the end, and stops on a non-finite loss with the last good checkpoint intact.
 This is the specification of the Task interface (liteframe_jax.train.task)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -248,3 +249,38 @@ def test_a_second_interrupt_stops_at_once():
         assert stop.signal_name == "SIGINT"
         os.kill(os.getpid(), signal.SIGINT)  # the previous handler (Python's) raises KeyboardInterrupt
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class BrokenEvalTask(ToyTask):
+    """The toy task whose held-out data fails on its `fail_on`-th read (1 = the first)."""
+
+    def __init__(self, config, fail_on: int):
+        super().__init__(config)
+        self.fail_on, self.reads = fail_on, 0
+
+    def phase(self, step):
+        phase = super().phase(step)
+        good = phase.eval_batches
+
+        def eval_batches():
+            self.reads += 1
+            if self.reads >= self.fail_on:
+                raise ValueError("no example could be read: held-out clips are corrupt")
+            return good()
+
+        return dataclasses.replace(phase, eval_batches=eval_batches)
+
+
+def test_an_unreadable_held_out_split_stops_the_run_before_the_first_step(tmp_path):
+    task = BrokenEvalTask(toy_config(), fail_on=1)
+    with pytest.raises(ValueError, match="held-out clips are corrupt"):
+        loop.run(task, tmp_path)
+    assert not (tmp_path / "metrics.jsonl").exists() or not train_losses(tmp_path)
+    assert not (tmp_path / "checkpoints").exists() or checkpoint_steps(tmp_path) == []
+
+
+def test_an_evaluation_failure_keeps_the_finished_step(tmp_path):
+    task = BrokenEvalTask(toy_config(checkpoint_every=100), fail_on=3)  # the check, then eval at step 3 ok, fail at 6
+    with pytest.raises(ValueError, match="held-out clips are corrupt"):
+        loop.run(task, tmp_path)
+    assert checkpoint_steps(tmp_path) == [6] and task.exports == 0
