@@ -57,7 +57,9 @@ def run(task: Task, workdir: str | Path) -> dict:
                          f"data x fsdp = {shards} of mesh {dict(mesh.shape)}")
     ckpt = TrainCheckpointer(workdir / "checkpoints", task.loop.keep_checkpoints, task.loop.async_checkpoints)
     if ckpt.latest_step() is not None:  # refuse a resume with another process count before loading anything
-        local_iterator_state(ckpt.restore_data())
+        data_state = ckpt.restore_data()
+        if data_state is not None:
+            local_iterator_state(data_state)
     log = MetricsLogger(workdir, task.optim.total_steps, ckpt.latest_step() or 0, enabled=jax.process_index() == 0)
     ctx = Run(mesh, rules, workdir, task.loop.batch_size // jax.process_count(), log.message)
     try:
@@ -140,7 +142,7 @@ def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger, st
     loop, total = task.loop, task.optim.total_steps
     start, data_state, meta = 0, None, {}
     if ckpt.latest_step() is not None:
-        start, state, data_state, meta = ckpt.restore(task.state_target())
+        start, state, data_state, meta = ckpt.restore(task.state_target(), log=log.message)
     else:
         state = task.init_state()
     log.message(task.banner(start))

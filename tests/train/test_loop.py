@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from liteframe_jax.data.pipeline import SkipStats
 from liteframe_jax.train import loop
+from liteframe_jax.train.checkpointing import CheckpointError
 from liteframe_jax.train.optim import OptimConfig, guarded_update
 from liteframe_jax.train.task import LoopConfig, Phase
 
@@ -284,3 +285,45 @@ def test_an_evaluation_failure_keeps_the_finished_step(tmp_path):
     with pytest.raises(ValueError, match="held-out clips are corrupt"):
         loop.run(task, tmp_path)
     assert checkpoint_steps(tmp_path) == [6] and task.exports == 0
+
+
+def _garble(step_dir, how):
+    state = step_dir / "state"
+    if how == "metadata_deleted":
+        (state / "_METADATA").unlink()
+        return
+    files = [p for p in state.rglob("*") if p.is_file() and p.name != "_METADATA"]
+    assert files
+    for p in files:  # truncated: what a crash mid-copy or a full disk leaves
+        p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 3])
+
+
+@pytest.mark.parametrize("how", ["metadata_deleted", "truncated"])
+def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_previous(straight, tmp_path,
+                                                                                                capfd, how):
+    ref, _, _ = straight
+    work = tmp_path / "run"
+    loop.run(ToyTask(toy_config(stop_at_step=5)), work)
+    _garble(work / "checkpoints" / "5", how)
+    capfd.readouterr()
+    loop.run(ToyTask(toy_config()), work)
+    err = capfd.readouterr().err
+    assert "checkpoint step 5 cannot be read" in err and "resuming from step 4" in err
+    assert [p.name.split("-")[0] for p in (work / "checkpoints.unreadable").iterdir()] == ["5"]  # kept, not deleted
+    assert train_losses(work)[-2:] == train_losses(ref)[-2:]
+    np.testing.assert_array_equal(np.load(work / "w.npy"), np.load(ref / "w.npy"))
+
+
+def test_checkpoints_that_do_not_fit_the_config_are_refused_and_left_in_place(straight, tmp_path):
+    work = tmp_path / "run"
+    loop.run(ToyTask(toy_config(stop_at_step=4)), work)
+
+    class WiderTask(ToyTask):
+        def _abstract(self):
+            params = {"w": jax.ShapeDtypeStruct((DIM + 1,), jnp.float32)}
+            return {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
+                    "opt": jax.eval_shape(self.tx.init, params)}
+
+    with pytest.raises(CheckpointError, match=r"no checkpoint .* can be restored .*newest: step 4.*config"):
+        loop.run(WiderTask(toy_config()), work)
+    assert checkpoint_steps(work) == [2, 4] and not (work / "checkpoints.unreadable").exists()
