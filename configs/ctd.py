@@ -15,6 +15,7 @@ from configs.common import parse_arg
 from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.losses.ctd import CTDLossConfig
 from liteframe_jax.models.config import StudentConfig
+from liteframe_jax.sharding import DEFAULT_RULES
 from liteframe_jax.train.optim import OptimConfig
 from liteframe_jax.train.tiny_demo import tiny_student, tiny_wap
 
@@ -61,8 +62,7 @@ def get_config(arg: str | None = None):
     c.data.hflip = True
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-    c.sharding_rules = [("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
-                        ("kv_heads", "tensor"), ("vocab", "tensor")]
+    c.sharding_rules = [list(rule) for rule in DEFAULT_RULES]  # the library's table; override per run if needed
 
     c.train = ml_collections.ConfigDict()
     c.train.total_steps = steps

@@ -17,6 +17,7 @@ from configs import internvl3_8b, internvl3_tiny
 from configs.common import parse_arg
 from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.models.lora import LoRAConfig
+from liteframe_jax.sharding import DEFAULT_RULES
 from liteframe_jax.train.optim import OptimConfig
 
 
@@ -62,8 +63,7 @@ def get_config(arg: str | None = None):
     c.data.synthetic_seed = 0
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-    c.sharding_rules = [("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
-                        ("kv_heads", "tensor"), ("vocab", "tensor")]
+    c.sharding_rules = [list(rule) for rule in DEFAULT_RULES]  # the library's table; override per run if needed
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = args.batch_size or (8 if tiny else 64)

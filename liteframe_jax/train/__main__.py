@@ -53,6 +53,7 @@ def main(argv):
         return 1
     config = _CONFIG.value
     from liteframe_jax.train import ctd, lma, loop
+    from liteframe_jax.train.checkpointing import CheckpointError
 
     tasks = {"ctd": ctd.CTDTask, "lma": lma.LMATask}  # config.kind -> task (liteframe_jax.train.loop: adding one)
     if config.kind not in tasks:
@@ -60,7 +61,7 @@ def main(argv):
         return 1
     try:
         loop.run(tasks[config.kind](config), _WORKDIR.value)
-    except (ValueError, FileNotFoundError, loop.NonFiniteLossError) as e:
+    except (ValueError, FileNotFoundError, loop.NonFiniteLossError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

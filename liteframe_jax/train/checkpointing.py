@@ -4,11 +4,23 @@ resume on a different mesh."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a run could be restored; the message says why in one line."""
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
 class TrainCheckpointer:
@@ -33,21 +45,66 @@ class TrainCheckpointer:
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)),
             force=True)
 
-    def restore(self, abstract_state, step: int | None = None):
-        step = self.latest_step() if step is None else step
-        if step is None:
+    def restore(self, abstract_state, step: int | None = None, log=print):
+        """(step, state, data_state, meta) of `step` (default: the newest readable one).
+
+        Without `step`: when the newest checkpoint cannot be read but an older one can, with the same target (so
+        the files, not the config, are at fault: truncated, garbled or missing), the unreadable newer ones are moved
+        aside to `unreadable_dir` (never deleted), each said in one `log` line, and the run resumes from the older
+        one. When no checkpoint can be read, CheckpointError says why in one line (a changed model config is the
+        usual cause) and nothing is moved."""
+        if step is not None:
+            return self._restore(step, abstract_state)
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        failures = []
+        for i, candidate in enumerate(steps):
+            try:
+                result = self._restore(candidate, abstract_state)
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for unreadable files
+                failures.append((candidate, _one_line(e)))
+                continue
+            for bad, reason in failures:
+                log(f"checkpoint step {bad} cannot be read ({reason}); moved to {self._move_aside(bad)}; "
+                    f"resuming from step {candidate}")
+            if failures:
+                self.manager.reload()
+            return result
+        bad, reason = failures[0]
+        raise CheckpointError(f"no checkpoint in {self.directory} can be restored into this run's state (newest: "
+                              f"step {bad}: {reason}); was the model or optimizer config changed?")
+
+    def _restore(self, step: int, abstract_state):
         out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
             meta=ocp.args.JsonRestore()))
         return step, out["state"], out["data"], out["meta"]
 
-    def restore_data(self, step: int | None = None) -> dict:
-        """Only the data-iterator state of `step` (default: the latest), without reading the train state."""
+    @property
+    def unreadable_dir(self) -> Path:
+        return self.directory.with_name(self.directory.name + ".unreadable")
+
+    def _move_aside(self, step: int) -> Path:
+        """Moves step `step`'s folder out of the manager's sight (process 0; the others wait for it)."""
+        dst = self.unreadable_dir / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.directory / str(step), dst)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"checkpoint step {step} moved aside")
+        return dst
+
+    def restore_data(self, step: int | None = None) -> dict | None:
+        """Only the data-iterator state of `step` (default: the latest), without reading the train state; None when
+        it cannot be read (`restore` then deals with the unreadable checkpoint)."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        return self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+        except Exception:  # noqa: BLE001 - see restore
+            return None
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

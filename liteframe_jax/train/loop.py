@@ -6,7 +6,11 @@ parts that differ; this module owns the rest:
   position, skip counters) and continues exactly where it stopped;
 - the non-finite stop: a step whose loss is not finite is not applied (train.optim.guarded_update) and the run
   stops with NonFiniteLossError, leaving the last good checkpoint intact;
-- `train.stop_at_step`: stop after that step as if interrupted (checkpoint written, no export).
+- `train.stop_at_step`: stop after that step as if interrupted (checkpoint written, no export);
+- SIGTERM / SIGINT (a scheduler preempting the job, Ctrl-C): the current step finishes, a checkpoint is written
+  and committed, and the run returns normally saying how to resume (exit code 0 from the CLI). With several
+  processes the stop is agreed after every step, so all of them checkpoint the same step. A second signal acts
+  as usual (terminate / KeyboardInterrupt).
 
 Adding a task (e.g. teacher pre-training): write a module with a class that follows the Task protocol (parse and
 validate its config in the constructor; `setup` loads frozen arguments, `phase` builds the dataset and the jitted
@@ -18,11 +22,15 @@ Phase whose last_step is optim.total_steps; a task without frozen arguments sets
 from __future__ import annotations
 
 import itertools
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from liteframe_jax.sharding import global_batch, make_mesh, rules_from_config
 from liteframe_jax.train.checkpointing import TrainCheckpointer, iterator_states, local_iterator_state
@@ -49,15 +57,59 @@ def run(task: Task, workdir: str | Path) -> dict:
                          f"data x fsdp = {shards} of mesh {dict(mesh.shape)}")
     ckpt = TrainCheckpointer(workdir / "checkpoints", task.loop.keep_checkpoints, task.loop.async_checkpoints)
     if ckpt.latest_step() is not None:  # refuse a resume with another process count before loading anything
-        local_iterator_state(ckpt.restore_data())
+        data_state = ckpt.restore_data()
+        if data_state is not None:
+            local_iterator_state(data_state)
     log = MetricsLogger(workdir, task.optim.total_steps, ckpt.latest_step() or 0, enabled=jax.process_index() == 0)
     ctx = Run(mesh, rules, workdir, task.loop.batch_size // jax.process_count(), log.message)
     try:
-        task.setup(ctx)
-        return _train(task, ctx, ckpt, log)
+        with StopRequest() as stop:
+            task.setup(ctx)
+            return _train(task, ctx, ckpt, log, stop)
     finally:
-        ckpt.close()
+        ckpt.close()  # waits until the last checkpoint is committed
         log.close()
+
+
+class StopRequest:
+    """While active (a context manager), SIGTERM and SIGINT only record that the run should stop; the loop asks
+    `requested()` after each step. A second signal restores the previous handlers and is delivered again to them.
+    Handlers can only be installed from the main thread; elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is not None:  # asked twice: stop now, as without us
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.signal_name = signal.Signals(signum).name
+        print(f"received {self.signal_name}: finishing this step, then writing a checkpoint (send it again to "
+              "stop at once)", file=sys.stderr, flush=True)
+
+    def requested(self) -> bool:
+        """Whether this process, or any process of the run, received a stop signal."""
+        asked = self.signal_name is not None
+        if jax.process_count() > 1:
+            asked = bool(np.max(multihost_utils.process_allgather(np.int32(asked))))
+        return asked
 
 
 class _Skips:
@@ -86,11 +138,11 @@ class _Skips:
         return (self.examples + (phase.skips.examples if phase else []))[:n]
 
 
-def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger) -> dict:
+def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger, stop: StopRequest) -> dict:
     loop, total = task.loop, task.optim.total_steps
     start, data_state, meta = 0, None, {}
     if ckpt.latest_step() is not None:
-        start, state, data_state, meta = ckpt.restore(task.state_target())
+        start, state, data_state, meta = ckpt.restore(task.state_target(), log=log.message)
     else:
         state = task.init_state()
     log.message(task.banner(start))
@@ -102,6 +154,8 @@ def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger) ->
             if phase is not None:
                 skips.end_phase(phase)
             phase = _start_phase(task, step, data_state, log)
+            if step == start + 1:
+                _check_eval_data(phase)
             data_state = None
         batch = global_batch(task.inputs(next(phase.batches)), ctx.mesh, ctx.rules)
         state, metrics = phase.train_step(state, *task.frozen, batch)
@@ -114,14 +168,27 @@ def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger) ->
                                   **phase.log_extra, "skipped_examples": skips.count(phase),
                                   "steps_per_second": (step - start) / max(time.time() - t0, 1e-9)})
         if step % loop.eval_every == 0 or step == total:
-            last.update(log.log(step, evaluate(task, ctx, phase, state), prefix="eval/"))
+            try:
+                last.update(log.log(step, evaluate(task, ctx, phase, state), prefix="eval/"))
+            except Exception:  # keep the finished step: a re-run after fixing the data resumes here
+                ckpt.save(step, state, iterator_states(phase.batches.get_state(), **phase.data_tag),
+                          {"skipped": skips.count(phase), "skipped_examples": skips.first(phase, 20)})
+                ckpt.wait()
+                log.message(f"evaluation failed at step {step}; checkpoint of step {step} written")
+                raise
         log.advance(step)
         for example in skips.new_examples(phase):  # report unusable inputs as they are met
             log.message(f"skipped {task.skipped_what} example: {example}")
-        stopping = step == loop.stop_at_step
+        signalled = step < total and stop.requested()
+        stopping = step == loop.stop_at_step or signalled
         if step % loop.checkpoint_every == 0 or step == total or stopping:
             ckpt.save(step, state, iterator_states(phase.batches.get_state(), **phase.data_tag),
                       {"skipped": skips.count(phase), "skipped_examples": skips.first(phase, 20)})
+        if signalled:
+            ckpt.wait()
+            log.message(f"stopped at step {step} on {stop.signal_name or 'a stop signal of another process'}: "
+                        f"checkpoint written to {ckpt.directory}; run the same command again to resume")
+            break
         if stopping:
             log.message(f"stopping at step {step} as configured (train.stop_at_step)")
             break
@@ -142,6 +209,12 @@ def _start_phase(task: Task, step: int, data_state: dict | None, log: MetricsLog
     if phase.message:
         log.message(phase.message)
     return phase
+
+
+def _check_eval_data(phase: Phase) -> None:
+    """Reads one held-out batch before the first step of a run, so that an unreadable eval split stops the run
+    before training rather than at the first evaluation (an empty split is allowed: nothing is evaluated)."""
+    next(iter(phase.eval_batches()), None)
 
 
 def evaluate(task: Task, ctx: Run, phase: Phase, state) -> dict:

@@ -141,3 +141,33 @@ def test_unreadable_videos_are_skipped_counted_and_reported_while_training_conti
     for name in bad_in_train:
         assert f"skipped unreadable example: {tmp_path / name}" in proc.stderr, name
     assert "unreadable examples in total" in proc.stderr
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tmp_path):
+    """What a scheduler does before killing a job: the run finishes its step, commits a checkpoint, exits 0."""
+    import signal
+    import time
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    long_run = [a for a in SHORT if "total_steps" not in a and "checkpoint_every" not in a] + [
+        "--config.train.total_steps=500", "--config.optim.total_steps=500", "--config.train.checkpoint_every=100"]
+    proc = subprocess.Popen([sys.executable, "-m", "liteframe_jax.train", "--config", "configs/ctd.py",
+                             "--workdir", str(tmp_path), *long_run], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 400
+        metrics = tmp_path / "metrics.jsonl"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.exists() and any(json.loads(x)["step"] >= 2 for x in metrics.read_text().splitlines()):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "received SIGTERM" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err
+    step, _ = final_params(tmp_path)
+    assert 2 <= step < 500 and not (tmp_path / "student").exists()

@@ -3,7 +3,10 @@ checkpoints, resumes an interrupted run into the right phase and data position s
 run exactly, exports once at the end, and stops on a non-finite loss with the last good checkpoint intact.
 This is the specification of the Task interface (liteframe_jax.train.task)."""
 
+import dataclasses
 import json
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from liteframe_jax.data.pipeline import SkipStats
 from liteframe_jax.train import loop
+from liteframe_jax.train.checkpointing import CheckpointError
 from liteframe_jax.train.optim import OptimConfig, guarded_update
 from liteframe_jax.train.task import LoopConfig, Phase
 
@@ -27,9 +31,11 @@ class ToyBatches:
     feeds global step `poison` holds NaNs, the second one skips an example. Checkpointable like a grain
     iterator."""
 
-    def __init__(self, stage: int, first_step: int, poison: int = -1, skips: SkipStats | None = None):
+    def __init__(self, stage: int, first_step: int, poison: int = -1, skips: SkipStats | None = None,
+                 signal_at: tuple[int, int] | None = None):
         self.stage, self.first_step, self.poison, self.position = stage, first_step, poison, 0
         self.skips = SkipStats() if skips is None else skips
+        self.signal_at = signal_at  # (step, signal): this process gets the signal while that step's batch loads
 
     def __next__(self):
         rng = np.random.default_rng([self.stage, self.position])
@@ -38,6 +44,8 @@ class ToyBatches:
         x = rng.normal(size=(BATCH, DIM)).astype(np.float32)
         if self.first_step + self.position == self.poison:
             x[:] = np.nan
+        if self.signal_at and self.first_step + self.position == self.signal_at[0]:
+            os.kill(os.getpid(), self.signal_at[1])
         self.position += 1
         return {"x": x, "y": x @ W_TRUE, "unused": np.zeros(BATCH)}
 
@@ -101,7 +109,8 @@ class ToyTask:
         skips = SkipStats()
         eval_data = lambda: (next(ToyBatches(99, 0)) for _ in range(4))
         return Phase(last_step=(stage + 1) * PHASE_STEPS,
-                     batches=ToyBatches(stage, stage * PHASE_STEPS + 1, self.config.poison_step, skips), skips=skips,
+                     batches=ToyBatches(stage, stage * PHASE_STEPS + 1, self.config.poison_step, skips,
+                                        self.config.get("signal_at")), skips=skips,
                      train_step=jax.jit(lambda *a: _step(self.tx, *a), donate_argnums=0),
                      eval_step=jax.jit(lambda p, s, b: _loss(p, s, b)[1]), eval_batches=eval_data,
                      data_tag={"stage": stage}, log_extra={"stage": stage}, message=f"phase {stage}")
@@ -213,3 +222,108 @@ def test_a_resume_with_another_process_count_is_refused_before_the_task_loads_an
     with pytest.raises(ValueError, match=r"written by 2 process\(es\) and this run has 1"):
         loop.run(task, tmp_path)
     assert not hasattr(task, "run")  # setup never ran
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_checkpoints_the_current_step_and_a_rerun_continues_exactly(straight, tmp_path, capfd, signum):
+    ref, _, _ = straight
+    work = tmp_path / "signalled"
+    before = signal.getsignal(signum)
+    first = ToyTask(toy_config())
+    first.config.signal_at = (5, signum)  # mid phase 1, off the checkpoint cadence
+    loop.run(first, work)  # returns normally: no exception, no traceback
+    err = capfd.readouterr().err
+    assert f"received {signal.Signals(signum).name}" in err
+    assert f"stopped at step 5 on {signal.Signals(signum).name}" in err and "run the same command again" in err
+    assert checkpoint_steps(work) == [2, 4, 5] and first.exports == 0
+    assert signal.getsignal(signum) is before  # the handlers are given back
+    second = ToyTask(toy_config())
+    loop.run(second, work)
+    assert train_losses(work) == train_losses(ref) and second.exports == 1
+    np.testing.assert_array_equal(np.load(work / "w.npy"), np.load(ref / "w.npy"))
+
+
+def test_a_second_interrupt_stops_at_once():
+    stop = loop.StopRequest()
+    with stop, pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal_name == "SIGINT"
+        os.kill(os.getpid(), signal.SIGINT)  # the previous handler (Python's) raises KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class BrokenEvalTask(ToyTask):
+    """The toy task whose held-out data fails on its `fail_on`-th read (1 = the first)."""
+
+    def __init__(self, config, fail_on: int):
+        super().__init__(config)
+        self.fail_on, self.reads = fail_on, 0
+
+    def phase(self, step):
+        phase = super().phase(step)
+        good = phase.eval_batches
+
+        def eval_batches():
+            self.reads += 1
+            if self.reads >= self.fail_on:
+                raise ValueError("no example could be read: held-out clips are corrupt")
+            return good()
+
+        return dataclasses.replace(phase, eval_batches=eval_batches)
+
+
+def test_an_unreadable_held_out_split_stops_the_run_before_the_first_step(tmp_path):
+    task = BrokenEvalTask(toy_config(), fail_on=1)
+    with pytest.raises(ValueError, match="held-out clips are corrupt"):
+        loop.run(task, tmp_path)
+    assert not (tmp_path / "metrics.jsonl").exists() or not train_losses(tmp_path)
+    assert not (tmp_path / "checkpoints").exists() or checkpoint_steps(tmp_path) == []
+
+
+def test_an_evaluation_failure_keeps_the_finished_step(tmp_path):
+    task = BrokenEvalTask(toy_config(checkpoint_every=100), fail_on=3)  # the check, then eval at step 3 ok, fail at 6
+    with pytest.raises(ValueError, match="held-out clips are corrupt"):
+        loop.run(task, tmp_path)
+    assert checkpoint_steps(tmp_path) == [6] and task.exports == 0
+
+
+def _garble(step_dir, how):
+    state = step_dir / "state"
+    if how == "metadata_deleted":
+        (state / "_METADATA").unlink()
+        return
+    files = [p for p in state.rglob("*") if p.is_file() and p.name != "_METADATA"]
+    assert files
+    for p in files:  # truncated: what a crash mid-copy or a full disk leaves
+        p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 3])
+
+
+@pytest.mark.parametrize("how", ["metadata_deleted", "truncated"])
+def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_previous(straight, tmp_path,
+                                                                                                capfd, how):
+    ref, _, _ = straight
+    work = tmp_path / "run"
+    loop.run(ToyTask(toy_config(stop_at_step=5)), work)
+    _garble(work / "checkpoints" / "5", how)
+    capfd.readouterr()
+    loop.run(ToyTask(toy_config()), work)
+    err = capfd.readouterr().err
+    assert "checkpoint step 5 cannot be read" in err and "resuming from step 4" in err
+    assert [p.name.split("-")[0] for p in (work / "checkpoints.unreadable").iterdir()] == ["5"]  # kept, not deleted
+    assert train_losses(work)[-2:] == train_losses(ref)[-2:]
+    np.testing.assert_array_equal(np.load(work / "w.npy"), np.load(ref / "w.npy"))
+
+
+def test_checkpoints_that_do_not_fit_the_config_are_refused_and_left_in_place(straight, tmp_path):
+    work = tmp_path / "run"
+    loop.run(ToyTask(toy_config(stop_at_step=4)), work)
+
+    class WiderTask(ToyTask):
+        def _abstract(self):
+            params = {"w": jax.ShapeDtypeStruct((DIM + 1,), jnp.float32)}
+            return {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
+                    "opt": jax.eval_shape(self.tx.init, params)}
+
+    with pytest.raises(CheckpointError, match=r"no checkpoint .* can be restored .*newest: step 4.*config"):
+        loop.run(WiderTask(toy_config()), work)
+    assert checkpoint_steps(work) == [2, 4] and not (work / "checkpoints.unreadable").exists()
