@@ -148,6 +148,11 @@ def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger, st
     log.message(task.banner(start))
     lr = schedule(task.optim)
     skips, phase, last = _Skips(meta), None, {}
+
+    def save(step):
+        ckpt.save(step, state, iterator_states(phase.batches.get_state(), **phase.data_tag),
+                  {"skipped": skips.count(phase), "skipped_examples": skips.first(phase, 20)})
+
     t0 = time.time()
     for step in range(start + 1, total + 1):
         if phase is None or step > phase.last_step:
@@ -171,8 +176,7 @@ def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger, st
             try:
                 last.update(log.log(step, evaluate(task, ctx, phase, state), prefix="eval/"))
             except Exception:  # keep the finished step: a re-run after fixing the data resumes here
-                ckpt.save(step, state, iterator_states(phase.batches.get_state(), **phase.data_tag),
-                          {"skipped": skips.count(phase), "skipped_examples": skips.first(phase, 20)})
+                save(step)
                 ckpt.wait()
                 log.message(f"evaluation failed at step {step}; checkpoint of step {step} written")
                 raise
@@ -182,8 +186,7 @@ def _train(task: Task, ctx: Run, ckpt: TrainCheckpointer, log: MetricsLogger, st
         signalled = step < total and stop.requested()
         stopping = step == loop.stop_at_step or signalled
         if step % loop.checkpoint_every == 0 or step == total or stopping:
-            ckpt.save(step, state, iterator_states(phase.batches.get_state(), **phase.data_tag),
-                      {"skipped": skips.count(phase), "skipped_examples": skips.first(phase, 20)})
+            save(step)
         if signalled:
             ckpt.wait()
             log.message(f"stopped at step {step} on {stop.signal_name or 'a stop signal of another process'}: "
