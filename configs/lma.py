@@ -56,6 +56,7 @@ def get_config(arg: str | None = None):
     c.data.fps = 1.0
     c.data.decode_threads = 1
     c.data.system_message = "" if tiny else "default"  # "default": InternVL's; "": no system turn; else the text
+    c.data.answer_format = "letter"  # "text": reply with the right option's text (evaluate --method loglik_text)
     c.data.synthetic_train_videos = 400
     c.data.synthetic_test_videos = 60
     c.data.synthetic_video_frames = 16

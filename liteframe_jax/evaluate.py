@@ -1,7 +1,8 @@
 """Multiple-choice video-QA accuracy of a checkpoint on a JSONL benchmark (Video-MME / MLVU / LongVideoBench style).
 
-    python -m liteframe_jax.evaluate --checkpoint DIR --benchmark FILE.jsonl [--frames 8] [--method generate|loglik]
-        [--out RESULT.json] [--limit N] [--system_message default|none|TEXT] [--batch_size 8] [--max_new_tokens 8]
+    python -m liteframe_jax.evaluate --checkpoint DIR --benchmark FILE.jsonl [--frames 8]
+        [--method generate|loglik|loglik_text] [--out RESULT.json] [--limit N]
+        [--system_message default|none|TEXT] [--batch_size 8] [--max_new_tokens 8]
 
 The benchmark holds one QA record per line (liteframe_jax.data.video_qa: video, question, options, answer letter,
 task, optional start/end). Each question is asked as InternVL's chat prompt: the video prefix (--frames frames,
@@ -16,6 +17,9 @@ Methods:
   loglik    score each option LETTER (not its text) by the log-likelihood of the letter's tokens as the
             assistant's reply (the form the models are trained to answer in), and pick the most likely; never
             unparsed. Ties go to the earliest option.
+  loglik_text  score each option's TEXT followed by <|im_end|> (the whole reply "red<|im_end|>") by its summed
+            log-likelihood and pick the most likely: for models trained to answer with the option's text
+            (QA data answer_format="text"), as lmms-eval scores options by likelihood. Never unparsed.
 
 Records without options (open-ended questions, multi-turn conversations) are skipped with a reason; malformed
 lines are skipped and reported with their line numbers, unreadable videos with their record. An empty benchmark,
@@ -44,7 +48,7 @@ from liteframe_jax.cli import error as cli_error
 from liteframe_jax.generate import (DEFAULT_FRAMES, check_checkpoint, clip_pixels, decode_answer, end_token_id,
                                     load_model, prompt_layout, system_message_arg)
 
-METHODS = ("generate", "loglik")
+METHODS = ("generate", "loglik", "loglik_text")
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_NEW_TOKENS = 8
 LENGTH_BUCKET = 64  # prompts are padded to a multiple of this many tokens, so batches reuse compiled shapes
@@ -191,8 +195,10 @@ def evaluate_benchmark(model, records, num_frames: int = DEFAULT_FRAMES, method:
         else:
             skipped.append({"index": i, "id": _label(r), "reason": "not multiple choice (no options); open-ended "
                                                                    "answers are not scored"})
+    if method == "loglik_text" and eos is None:
+        raise ValueError("method loglik_text needs the model's end-of-answer token; the tokenizer has none")
     batch_size = min(batch_size, max(1, len(todo)))  # a small benchmark needs no padding rows
-    letter_tokens = {}
+    reply_tokens = {}  # reply text -> its token ids (scored replies of the loglik methods)
     rows, model_seconds, timed = [], 0.0, 0
     batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
     done = len(records) - len(todo)
@@ -229,11 +235,13 @@ def evaluate_benchmark(model, records, num_frames: int = DEFAULT_FRAMES, method:
                 else:
                     answers = []
                     for ex in ok:
-                        n = len(ex["record"].options)
-                        for letter in LETTERS[:n]:
-                            if letter not in letter_tokens:
-                                letter_tokens[letter] = encode_prompt(tok, letter).tolist()
-                        answers.append([letter_tokens[letter] for letter in LETTERS[:n]])
+                        r = ex["record"]
+                        replies = LETTERS[:len(r.options)] if method == "loglik" else r.options
+                        for reply in replies:
+                            if reply not in reply_tokens:
+                                reply_tokens[reply] = encode_prompt(tok, reply).tolist() + (
+                                    [] if method == "loglik" else [eos])
+                        answers.append([reply_tokens[reply] for reply in replies])
                     scores = _loglik_batch(model, ok, visuals, prompts, answers, batch_size)
                     for ex, s in zip(ok, scores):
                         ex.update(scores=s, prediction=LETTERS[int(np.argmax(s))])
@@ -266,7 +274,7 @@ def evaluate_benchmark(model, records, num_frames: int = DEFAULT_FRAMES, method:
               "overall": overall, "per_task": {t: _summary(v) for t, v in sorted(by_task.items())},
               "unparsed": unparsed, "skipped": skipped, "predictions": predictions,
               "seconds": time.perf_counter() - t_start, "model_ms_per_example": ms}
-    if method == "loglik":
+    if method != "generate":
         result["encode_prefill_ms_per_example"] = ms
     return result
 
@@ -318,7 +326,8 @@ def _define_flags():
     flags.DEFINE_string("benchmark", None, "JSONL file of QA records (liteframe_jax.data.video_qa format).")
     flags.DEFINE_integer("frames", DEFAULT_FRAMES, "Frames per video (InternVL segment-middle sampling).")
     flags.DEFINE_enum("method", "generate", list(METHODS), "generate: parse the letter of a greedy reply; loglik: "
-                      "the most likely option letter.")
+                      "the most likely option letter; loglik_text: the most likely option text (models trained "
+                      "with answer_format=text).")
     flags.DEFINE_string("out", None, "Write the full result JSON here (atomically).")
     flags.DEFINE_integer("limit", None, "Evaluate only the first N valid records.")
     flags.DEFINE_string("system_message", "default", "System turn: 'default' (InternVL's), 'none', or the text.")

@@ -24,7 +24,9 @@ from liteframe_jax.data.prompts import (DEFAULT_SYSTEM_MESSAGE, PromptTooLongErr
                                         chat_prompt, video_prefix)
 from liteframe_jax.data.sampling import segment_middle_indices
 from liteframe_jax.data.video import VideoDecodeError, load_clip
-from liteframe_jax.data.video_qa import QARecord, format_multiple_choice, synthetic_video_for
+from liteframe_jax.data.video_qa import LETTERS, QARecord, format_multiple_choice, synthetic_video_for
+
+ANSWER_FORMATS = ("letter", "text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +79,22 @@ def _strip_image_tag(text: str) -> str:
     return text.replace("<video>\n", "").replace("<video>", "").replace("<image>\n", "").replace("<image>", "")
 
 
+def target_answer(record: QARecord, answer_format: str = "letter") -> str:
+    """The reply a model is trained to give: the record's answer, or for answer_format "text" on a multiple-choice
+    record the text of the right option instead of its letter."""
+    if answer_format == "text" and record.options:
+        return record.options[LETTERS.index(record.answer)]
+    return record.answer
+
+
 def encode_record(tokenizer, record: QARecord, num_frames: int, layout: PromptLayout, max_length: int,
-                  system_message: str | None = DEFAULT_SYSTEM_MESSAGE) -> dict[str, np.ndarray]:
-    """Tokenized training example (see `prompts.encode_example`) with the video prefix before the first turn."""
+                  system_message: str | None = DEFAULT_SYSTEM_MESSAGE,
+                  answer_format: str = "letter") -> dict[str, np.ndarray]:
+    """Tokenized training example (see `prompts.encode_example`) with the video prefix before the first turn;
+    the reply of a single-turn record is `target_answer(record, answer_format)`."""
     history, user, answer = turns(record)
+    if record.conversations is None:
+        answer = target_answer(record, answer_format)
     prefix = video_prefix(num_frames, layout.tokens_per_group, layout.frames_per_group)
     if history:
         history = [(prefix + _strip_image_tag(history[0][0]), history[0][1])] + history[1:]
@@ -108,6 +122,7 @@ class QADataConfig:
     seed: int = 0
     system_message: str | None = DEFAULT_SYSTEM_MESSAGE
     max_initial_failures: int = 32
+    answer_format: str = "letter"  # "letter" | "text": reply with the right option's letter or its text
 
     def validate(self) -> "QADataConfig":
         e = []
@@ -117,6 +132,8 @@ class QADataConfig:
             e.append(f"sampling={self.sampling!r} must be segment|fps and fps={self.fps} > 0")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             e.append(f"image_size={self.image_size} must be (H, W)")
+        if self.answer_format not in ANSWER_FORMATS:
+            e.append(f"answer_format={self.answer_format!r} must be one of {ANSWER_FORMATS}")
         if e:
             raise ValueError("invalid QA data config:\n  - " + "\n  - ".join(e))
         return self
@@ -135,7 +152,7 @@ class QALoader(grain.transforms.Map):
         try:
             frames = record_frames(record, c.num_frames, c.image_size, c.sampling, c.fps, c.decode_threads)
             example = encode_record(self.tokenizer, record, c.num_frames, self.layout, c.max_length,
-                                    c.system_message)
+                                    c.system_message, c.answer_format)
         except (VideoDecodeError, FileNotFoundError, PromptTooLongError, ValueError) as e:
             reason = e.reason if isinstance(e, VideoDecodeError) else str(e)
             return {"skipped": f"{record.id or record.video}: {reason}", "index": np.int64(i)}

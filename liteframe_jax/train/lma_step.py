@@ -2,8 +2,8 @@
 
 The visual path is named by `encoder` (models.visual_path: "student", "teacher" or "teacher_wap"); its tokens
 fill the prompts' <IMG_CONTEXT> placeholders through the shared LLM front end (models.llm_front). What trains is
-`trainable`, a subset of {"projector", "llm", "lora", "student"}; everything else is frozen, passed as an argument
-and never gets optimizer state. LoRA adapters are merged into the frozen LLM inside the step.
+`trainable`, a subset of {"projector", "llm", "lora", "student", "vision"}; everything else is frozen, passed as
+an argument and never gets optimizer state. LoRA adapters are merged into the frozen LLM inside the step.
 Train state: {"step": int32 (), "params": trainable subtrees, "opt": optimizer state}.
 """
 
@@ -28,7 +28,7 @@ from liteframe_jax.losses.lm import chunked_answer_loss
 from liteframe_jax.train.optim import guarded_update
 from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_shardings, param_shardings
 
-GROUPS = ("projector", "llm", "lora", "student")
+GROUPS = ("projector", "llm", "lora", "student", "vision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +61,8 @@ class LMASetup:
             e.append("a lora config is needed exactly when 'lora' is trainable")
         if path is not None and "student" in self.trainable and "student" not in path.param_keys:
             e.append("'student' is trainable only with encoder='student'")
+        if path is not None and "vision" in self.trainable and "vision" not in path.param_keys:
+            e.append("'vision' (the teacher's ViT) is trainable only with encoder='teacher' or 'teacher_wap'")
         if path is not None and "projector" in self.trainable and not path.projector_on_path:
             e.append("the projector is not on the visual path when tokens live after it (post_projector)")
         if e:

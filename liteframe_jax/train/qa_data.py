@@ -57,7 +57,8 @@ def qa_config(config, num_frames: int) -> QADataConfig:
     d = config.data
     return QADataConfig(num_frames=num_frames, image_size=tuple(d.image_size), max_length=d.max_length,
                         sampling=d.sampling, fps=d.fps, decode_threads=d.decode_threads, seed=config.seed,
-                        system_message=resolve_system_message(d.system_message)).validate()
+                        system_message=resolve_system_message(d.system_message),
+                        answer_format=d.answer_format).validate()
 
 
 def qa_batches(records, tokenizer, qa: QADataConfig, layout: PromptLayout, local_batch: int, train: bool):
