@@ -1,5 +1,10 @@
 """Reads an InternVL3 checkpoint's own config.json (OpenGVLab or transformers style) and tokenizer files
-into our `InternVLConfig`."""
+into our `InternVLConfig`, and writes our config back as either style's config.json (export).
+
+Written configs carry everything `config_from_hf` reads; a few of our fields have no place in them (the qkv layout
+is the layout's own, `dtype` / `attention_impl` / `remat` are runtime choices, `<img>` / `</img>` ids come from the
+tokenizer files only). `export_internvl` checks that the written directory reads back as the config it exported.
+"""
 
 from __future__ import annotations
 
@@ -132,3 +137,66 @@ def config_from_hf(directory: str | Path, qkv_layout: str, image_token_id: int |
         ps_version=ps_version, image_token_id=int(token_id),
         img_start_token_id=in_vocab(specials.get("<img>")), img_end_token_id=in_vocab(specials.get("</img>")),
         eos_token_id=in_vocab(eos), pad_token_id=in_vocab(pad)).validate()
+
+
+# ---------------------------------------------------------------------------------------------- export
+def _size(hw: tuple[int, int]):
+    return hw[0] if hw[0] == hw[1] else list(hw)
+
+
+def _llm_fields(t: TextConfig) -> dict[str, Any]:
+    """Qwen2 fields both styles share (the rope fields differ)."""
+    return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": t.hidden_size,
+            "intermediate_size": t.mlp_dim, "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
+            "num_key_value_heads": t.num_kv_heads, "vocab_size": t.vocab_size,
+            "rms_norm_eps": t.rms_norm_eps, "max_position_embeddings": t.max_position_embeddings,
+            "tie_word_embeddings": t.tie_word_embeddings, "hidden_act": "silu", "use_sliding_window": False,
+            "attention_dropout": 0.0}
+
+
+def _token_ids(cfg: InternVLConfig) -> dict[str, int]:
+    return {k: v for k, v in (("eos_token_id", cfg.eos_token_id), ("pad_token_id", cfg.pad_token_id)) if v is not None}
+
+
+def original_config_dict(cfg: InternVLConfig, torch_dtype: str) -> dict[str, Any]:
+    """OpenGVLab `InternVLChatConfig` config.json (architectures ["InternVLChatModel"], llm_config / vision_config);
+    the chat fields (template, dynamic tiling) are InternVL3's."""
+    v, t = cfg.vision, cfg.text
+    llm = _llm_fields(t) | {"rope_theta": t.rope_theta, "torch_dtype": torch_dtype, **_token_ids(cfg)}
+    if t.rope_scaling != "none":
+        llm["rope_scaling"] = {"type": t.rope_scaling, "factor": t.rope_scaling_factor}
+    vision = {"architectures": ["InternVisionModel"], "model_type": "intern_vit_6b", "hidden_size": v.hidden_size,
+              "num_hidden_layers": v.num_layers, "num_attention_heads": v.num_heads, "intermediate_size": v.mlp_dim,
+              "image_size": _size(v.image_size), "patch_size": v.patch_size, "num_channels": v.num_channels,
+              "qkv_bias": v.qkv_bias, "qk_normalization": v.qk_norm, "norm_type": v.norm_type,
+              "layer_norm_eps": v.layer_norm_eps, "hidden_act": "gelu", "dropout": 0.0, "attention_dropout": 0.0,
+              "drop_path_rate": 0.0, "use_flash_attn": False, "torch_dtype": torch_dtype}
+    return {"architectures": ["InternVLChatModel"], "model_type": "internvl_chat",
+            "downsample_ratio": cfg.downsample_ratio, "ps_version": cfg.ps_version, "select_layer": v.select_layer,
+            "force_image_size": _size(v.image_size), "img_context_token_id": cfg.image_token_id,
+            "template": "internvl2_5", "dynamic_image_size": True, "use_thumbnail": True, "max_dynamic_patch": 12,
+            "min_dynamic_patch": 1, "pad2square": False, "use_backbone_lora": 0, "use_llm_lora": 0,
+            "tie_word_embeddings": t.tie_word_embeddings, "torch_dtype": torch_dtype,
+            "vision_config": vision, "llm_config": llm}
+
+
+def transformers_config_dict(cfg: InternVLConfig, torch_dtype: str) -> dict[str, Any]:
+    """transformers `InternVLConfig` config.json (InternVLForConditionalGeneration), as `save_pretrained` writes it."""
+    v, t = cfg.vision, cfg.text
+    rope = {"rope_theta": t.rope_theta, "rope_type": "default" if t.rope_scaling == "none" else t.rope_scaling}
+    if t.rope_scaling != "none":
+        rope["factor"] = t.rope_scaling_factor
+    text = _llm_fields(t) | {"rope_parameters": rope, **_token_ids(cfg)}
+    del text["architectures"]
+    vision = {"model_type": "internvl_vision", "hidden_size": v.hidden_size, "num_hidden_layers": v.num_layers,
+              "num_attention_heads": v.num_heads, "intermediate_size": v.mlp_dim, "image_size": list(v.image_size),
+              "patch_size": [v.patch_size, v.patch_size], "num_channels": v.num_channels,
+              "attention_bias": v.qkv_bias, "use_qk_norm": v.qk_norm, "norm_type": v.norm_type,
+              "layer_norm_eps": v.layer_norm_eps, "hidden_act": "gelu", "use_absolute_position_embeddings": True,
+              "use_mean_pooling": True, "layer_scale_init_value": 0.1}
+    return {"architectures": ["InternVLForConditionalGeneration"], "model_type": "internvl",
+            "downsample_ratio": cfg.downsample_ratio, "image_token_id": cfg.image_token_id,
+            "image_seq_length": cfg.tokens_per_frame(), "projector_hidden_act": "gelu",
+            "vision_feature_layer": v.select_layer, "vision_feature_select_strategy": "default",
+            "tie_word_embeddings": t.tie_word_embeddings, "dtype": torch_dtype,
+            "vision_config": vision, "text_config": text}

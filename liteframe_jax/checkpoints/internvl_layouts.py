@@ -32,6 +32,16 @@ class Rule:
         m = re.fullmatch(self.pattern, key)
         return None if m is None else self.target.format(*m.groups())
 
+    def torch_key(self, path: str) -> str | None:
+        """The reverse of `match`: our parameter path -> the PyTorch key, or None when this rule does not fill it."""
+        m = re.fullmatch(re.escape(self.target).replace(r"\{0\}", r"(\d+)"), path)
+        if m is None:
+            return None
+        key = self.pattern.replace(r"(\d+)", m.group(1) if m.groups() else "").replace("\\", "")
+        if self.match(key) != path:  # a pattern with regex syntax other than `\.` and `(\d+)` cannot be inverted
+            raise ValueError(f"rule {self.pattern!r} -> {self.target!r} cannot be read backwards for {path!r}")
+        return key
+
 
 def _vit_llm_proj(vit: str, layer: str, names: dict, proj: str, llm: str,
                   lm_head: str) -> tuple[Rule, ...]:
@@ -126,6 +136,15 @@ def detect_layout(keys) -> tuple[str, bool]:
     return (ORIGINAL, False) if orig else (HF, runtime is not None)
 
 
+def find_torch_key(rules: tuple[Rule, ...], path: str) -> tuple[Rule, str]:
+    """The one rule that fills our parameter `path`, and its PyTorch key. ValueError for none or several."""
+    hits = [(r, k) for r in rules if (k := r.torch_key(path)) is not None]
+    if len(hits) != 1:
+        what = "no rule" if not hits else f"{len(hits)} rules ({', '.join(k for _, k in hits)})"
+        raise ValueError(f"{what} of the key table map(s) to the parameter {path!r}")
+    return hits[0]
+
+
 def normalize_key(key: str, runtime_names: bool) -> str:
     if runtime_names:
         for a, b in HF_RUNTIME_PREFIXES:
@@ -146,6 +165,17 @@ def source_shape(transform: str, target: tuple[int, ...], source: tuple[int, ...
     if transform == "squeeze":
         return (1,) * (len(source) - len(target)) + tuple(target) if len(source) >= len(target) else tuple(target)
     return tuple(target)
+
+
+# Both squeezed tensors are rank 3 in PyTorch: CLS (1, 1, D) and the position table (1, N, D).
+SQUEEZE_TORCH_RANK = 3
+
+
+def torch_shape(transform: str, ours: tuple[int, ...]) -> tuple[int, ...]:
+    """The PyTorch shape `to_torch` makes of our tensor of shape `ours` (export; see `source_shape` for import)."""
+    if transform == "squeeze":
+        return (1,) * (SQUEEZE_TORCH_RANK - len(ours)) + tuple(ours)
+    return source_shape(transform, tuple(ours), tuple(ours))
 
 
 def to_ours(transform: str, x: np.ndarray, target: tuple[int, ...]) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""Streaming reader for safetensors checkpoints (single file or sharded with an index).
+"""Streaming reader and writer for safetensors checkpoints (single file or sharded with an index).
 
 Headers are parsed up front, so keys, shapes and truncation are validated before any tensor is read; tensors
-are then read one at a time from a memory map (bfloat16 included, via ml_dtypes), never the whole file.
+are then read one at a time from a memory map (bfloat16 included, via ml_dtypes), never the whole file. The writer
+lays out the header from the tensors' shapes first and then takes the tensors one at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
 }
+_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -119,6 +121,33 @@ class SafetensorsCheckpoint:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensors)
+
+
+def write_safetensors(path: str | os.PathLike, layout: dict[str, tuple[np.dtype, tuple[int, ...]]],
+                      tensors: Iterator[tuple[str, np.ndarray]], metadata: dict[str, str] | None = None) -> int:
+    """Writes one .safetensors file. `layout`: key -> (dtype, shape), in file order; `tensors` yields (key, array)
+    in that same order, one at a time (only one is held here). Returns the data size in bytes."""
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for key, (dtype, shape) in layout.items():
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        header[key] = {"dtype": _NAMES[np.dtype(dtype)], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+    expected = iter(layout.items())
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for key, x in tensors:
+            want_key, (dtype, shape) = next(expected, (None, (None, None)))
+            if key != want_key or np.dtype(x.dtype) != np.dtype(dtype) or tuple(x.shape) != tuple(shape):
+                raise ValueError(f"{path}: got tensor {key!r} {x.dtype}{tuple(x.shape)} where the header declares "
+                                 f"{want_key!r} {dtype}{shape}")
+            f.write(np.ascontiguousarray(x).reshape(-1).view(np.uint8).data)
+    missing = [k for k, _ in expected]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} declared tensor(s) never came, e.g. {missing[:3]}")
+    return offset
 
 
 def find_pickle_weights(directory: Path) -> list[Path]:

@@ -79,6 +79,19 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def stored_arrays(path: str | os.PathLike) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shape and dtype of every array in `params/`, by slash-separated path ("llm/layers_0/up/kernel"), read from
+    the orbax metadata alone."""
+    ckptr = ocp.StandardCheckpointer()
+    try:
+        stored = ckptr.metadata(Path(path).absolute() / PARAMS_DIR)
+    finally:
+        ckptr.close()
+    stored = getattr(stored, "item_metadata", stored)
+    return {"/".join(str(getattr(k, "key", k)) for k in p): jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype))
+            for p, m in jax.tree_util.tree_flatten_with_path(stored)[0]}
+
+
 def restore_params(path: str | os.PathLike, abstract_params, shardings=None):
     """Restores `params/` into the structure of `abstract_params` (ShapeDtypeStructs), which may be a subtree
     selection of what is stored (only those arrays are read). `shardings`: matching pytree of
