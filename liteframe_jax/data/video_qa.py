@@ -1,15 +1,35 @@
-"""Video question/answer records (JSONL files) and an embedded synthetic multiple-choice benchmark.
+"""Video question/answer records (JSONL files) and two embedded synthetic multiple-choice benchmarks.
 
 One record per line, a JSON object:
     {"id": "...", "video": "clips/a.mp4" | "synthetic:<seed>:<index>", "start": 1.5, "end": 9.0,
      "question": "...", "options": ["red", "blue", ...], "answer": "B", "task": "color",
-     "synthetic": {SyntheticVideoSpec fields}, "conversations": [{"from": "human", "value": "..."}, ...]}
-start/end (seconds, both or neither), options, synthetic and conversations are optional. With options (2..26)
-the answer is the letter of the right option; without, it is free text. `conversations` (LLaVA-style turns)
-replaces question/answer.
+     "synthetic": {spec fields}, "evidence": [[3, 4], [9, 10, 11]],
+     "conversations": [{"from": "human", "value": "..."}, ...]}
+start/end (seconds, both or neither), options, synthetic, evidence and conversations are optional. With options
+(2..26) the answer is the letter of the right option; without, it is free text. `conversations` (LLaVA-style
+turns) replaces question/answer. `synthetic` holds the fields of a SyntheticVideoSpec, or of an EventVideoSpec
+when it has "kind": "events". `evidence` lists groups of frame indices of the whole clip (each group sorted,
+start/end do not shift them): the question can be answered from a set of sampled frames iff every group has a
+frame in it (liteframe_jax.data.evidence); [] means there is nothing to see.
 
-The synthetic benchmark asks about the recorded attributes of `make_synthetic_video` clips (colour, shape,
-motion, count, order), so every answer is known and can be checked against the pixels.
+Two synthetic benchmarks, every answer known and checkable against the pixels (benchmark name -> spec class in
+SYNTHETIC_BENCHMARKS, build either with `build_synthetic_benchmark` / `synthetic_splits`):
+  "shapes"  `make_synthetic_video` clips (16 frames by default), tasks color, shape, motion, count, order;
+  "events"  `make_event_video` long clips (128 frames by default) with brief, sparse events, tasks event_count
+            ("How many times does the red square appear?", 0..3), event_order (which of three one-off objects
+            appears first), event_presence (which of four objects appears at all; three are absent), and the
+            static persistent_color / persistent_shape questions about the object visible in every frame.
+
+Evidence groups are chosen for a reader that takes the sampled frames at face value (what no sampled frame shows
+did not happen): it answers right exactly when every group is hit.
+  color, shape, persistent_*, event_presence: one group, the frames where the asked-about object is visible;
+  count: one group per object (its visible frames);
+  event_count: one group per appearance, plus one per gap between two appearances (the frames between them:
+      without a sampled frame there, two appearances look like one); no groups when the answer is 0;
+  order, event_order: one group, the frames where the first object is visible before any other option's object
+      has appeared (absent options need no frames);
+  motion: two groups, the early and the late half of the object's visible frames, split between two different
+      positions (two sampled frames, one from each, show the direction, or no motion).
 """
 
 from __future__ import annotations
@@ -17,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import os
 import string
 import tempfile
@@ -27,6 +48,8 @@ import numpy as np
 
 from liteframe_jax.data.synthetic import (MOTIONS, PALETTE, SHAPES, SyntheticVideo, SyntheticVideoSpec,
                                           make_synthetic_video)
+from liteframe_jax.data.synthetic_events import (KIND as EVENTS_KIND, MAX_REPEATS, EventVideo, EventVideoSpec,
+                                                 make_event_video)
 
 LETTERS = string.ascii_uppercase
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -38,11 +61,19 @@ QUESTION_TEMPLATES = {
     "order": "Which object appears first?",
 }
 MOTION_ANSWERS = {"left": "left", "right": "right", "up": "up", "down": "down", "static": "not moving"}
+EVENT_QUESTION_TEMPLATES = {
+    "event_count": "How many times does {object} appear?",
+    "event_order": "Which of these appears first?",
+    "event_presence": "Which of these appears in the video?",
+    "persistent_color": "What colour is the {shape} that is always visible?",
+    "persistent_shape": "What shape is the {color} object that is always visible?",
+}
 TEST_INDEX_OFFSET = 1 << 20  # test videos are indices TEST_INDEX_OFFSET + i, so train/test sizes never interact
 NUM_OPTIONS = 4
 
+SYNTHETIC_BENCHMARKS = {"shapes": SyntheticVideoSpec, EVENTS_KIND: EventVideoSpec}
+
 _SYNTHETIC_PREFIX = "synthetic:"
-_SPEC_FIELDS = {f.name: f.type for f in dataclasses.fields(SyntheticVideoSpec)}
 _TURN_ROLES = ("human", "gpt")
 
 
@@ -65,23 +96,57 @@ def parse_synthetic_id(video: str) -> tuple[int, int]:
     return int(parts[1]), int(parts[2])
 
 
-def _check_spec_dict(synthetic: dict) -> SyntheticVideoSpec:
+def _check_spec_dict(synthetic: dict) -> SyntheticVideoSpec | EventVideoSpec:
+    """The spec of a record's `synthetic` dict: an EventVideoSpec when kind is "events", else a
+    SyntheticVideoSpec (which has no kind field)."""
     _require(isinstance(synthetic, dict), f"synthetic must be an object, got {type(synthetic).__name__}")
-    unknown = set(synthetic) - set(_SPEC_FIELDS)
+    kind = synthetic.get("kind")
+    _require(kind in (None, EVENTS_KIND), f"synthetic.kind must be {EVENTS_KIND!r} or absent, got {kind!r}")
+    cls = SyntheticVideoSpec if kind is None else EventVideoSpec
+    unknown = set(synthetic) - {f.name for f in dataclasses.fields(cls)}
     _require(not unknown, f"synthetic has unknown fields {sorted(unknown)}")
     for key, value in synthetic.items():
         if key == "fps":
             _require(_is_number(value), f"synthetic.fps must be a number, got {value!r}")
-        else:
+        elif key != "kind":
             _require(isinstance(value, int) and not isinstance(value, bool),
                      f"synthetic.{key} must be an integer, got {value!r}")
-    return SyntheticVideoSpec(**synthetic)
+    return cls(**synthetic)
+
+
+def _frame_index(x) -> int | None:
+    """x as a frame index (int >= 0; numpy integers too, bools not), or None."""
+    if isinstance(x, bool):
+        return None
+    try:
+        i = operator.index(x)
+    except TypeError:
+        return None
+    return i if i >= 0 else None
+
+
+def _checked_evidence(evidence, num_frames: int | None) -> tuple[tuple[int, ...], ...]:
+    """evidence as a tuple of groups, each a non-empty strictly increasing tuple of frame indices (< num_frames
+    when known); ValueError otherwise."""
+    _require(isinstance(evidence, (list, tuple)), f"evidence must be a list of frame-index lists, got {evidence!r}")
+    groups = []
+    for k, group in enumerate(evidence):
+        _require(isinstance(group, (list, tuple)) and len(group) > 0,
+                 f"evidence[{k}] must be a non-empty list of frame indices, got {group!r}")
+        frames = [_frame_index(x) for x in group]
+        _require(None not in frames, f"evidence[{k}] must hold integer frame indices >= 0, got {list(group)!r}")
+        _require(all(a < b for a, b in zip(frames, frames[1:])), f"evidence[{k}] must be sorted without repeats")
+        _require(num_frames is None or frames[-1] < num_frames,
+                 f"evidence[{k}] has frame {frames[-1]}, but the clip has {num_frames} frames")
+        groups.append(tuple(frames))
+    return tuple(groups)
 
 
 @dataclasses.dataclass(frozen=True)
 class QARecord:
     """One question about one video (see the module docstring for the fields); validated on construction,
-    ValueError names the bad field. options and conversations are stored as tuples."""
+    ValueError names the bad field. options, conversations and evidence are stored as tuples; evidence frames are
+    checked against the clip's frame count when the record has a `synthetic` spec."""
 
     video: str
     question: str = ""
@@ -93,6 +158,7 @@ class QARecord:
     end: float | None = None
     synthetic: dict | None = None
     conversations: tuple[dict, ...] | None = None
+    evidence: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self):
         _require(isinstance(self.video, str) and self.video != "", f"video must be a non-empty string, "
@@ -107,10 +173,14 @@ class QARecord:
                  f"need 2..{len(LETTERS)} options (or none), got {len(self.options)}")
         self._check_time()
         self._check_qa()
+        num_frames = None
         if self.synthetic is not None:
             spec = _check_spec_dict(self.synthetic)
             seed, _ = parse_synthetic_id(self.video)
             _require(seed == spec.seed, f"video id seed {seed} differs from synthetic.seed {spec.seed}")
+            num_frames = spec.num_frames
+        if self.evidence is not None:
+            object.__setattr__(self, "evidence", _checked_evidence(self.evidence, num_frames))
 
     def _check_time(self):
         _require((self.start is None) == (self.end is None), "give both start and end, or neither")
@@ -165,6 +235,8 @@ class QARecord:
         d["task"] = self.task
         if self.synthetic is not None:
             d["synthetic"] = dict(self.synthetic)
+        if self.evidence is not None:
+            d["evidence"] = [list(group) for group in self.evidence]
         return d
 
     def to_json(self) -> str:
@@ -271,8 +343,8 @@ def _observed_motion(boxes) -> str | None:
     return "static"
 
 
-def _choice_record(video: SyntheticVideo, task: str, question: str, answer: str, distractors,
-                   rng: np.random.Generator) -> QARecord:
+def _choice_record(video: SyntheticVideo | EventVideo, task: str, question: str, answer: str, distractors,
+                   rng: np.random.Generator, evidence=None) -> QARecord:
     """Multiple-choice record: the answer plus up to NUM_OPTIONS - 1 distractors, shuffled."""
     picked = [d for d in distractors if d != answer]
     picked = [picked[i] for i in rng.permutation(len(picked))[:NUM_OPTIONS - 1]]
@@ -280,13 +352,44 @@ def _choice_record(video: SyntheticVideo, task: str, question: str, answer: str,
     options = [options[i] for i in rng.permutation(len(options))]
     return QARecord(video=video.video_id, question=question, options=tuple(options),
                     answer=LETTERS[options.index(answer)], task=task, id=f"{video.video_id}:{task}",
-                    synthetic=dataclasses.asdict(video.spec))
+                    synthetic=dataclasses.asdict(video.spec), evidence=evidence)
 
+
+# ------------------------------------------------------------------------------------------ evidence groups
+
+def _visible_frames(boxes) -> list[int]:
+    return [t for t, b in enumerate(boxes) if b is not None]
+
+
+def _first_evidence(first_frames, other_starts) -> list[list[int]]:
+    """The one group of an order question: the first object's frames before any other option's object shows."""
+    until = min(other_starts, default=math.inf)
+    return [[t for t in first_frames if t < until]]
+
+
+def _motion_evidence(boxes) -> list[list[int]]:
+    """Two groups, the early and late halves of the visible frames, split where the box changes when it moves
+    (so a frame from each shows two different positions); a static object is split in the middle."""
+    visible = _visible_frames(boxes)
+    changes = [k for k in range(1, len(visible)) if boxes[visible[k]] != boxes[visible[k - 1]]]
+    split = changes[(len(changes) - 1) // 2] if changes else len(visible) // 2
+    return [visible[:split], visible[split:]]
+
+
+def _count_evidence(appearances) -> list[list[int]]:
+    """One group per appearance and one per gap between consecutive appearances (events in time order)."""
+    groups = [e.frames for e in appearances]
+    groups += [list(range(a.end, b.start)) for a, b in zip(appearances, appearances[1:])]
+    return groups
+
+
+# ---------------------------------------------------------------------------------------- shapes benchmark
 
 def synthetic_questions(video: SyntheticVideo, rng: np.random.Generator) -> list[QARecord]:
     """Multiple-choice questions with known answers about one synthetic video, at most one per task:
     color (the shape must be unique in the video), shape, motion (as seen in the boxes), count and order (the
-    first appear frame must be unique). Subject objects are chosen with rng, options shuffled with rng."""
+    first appear frame must be unique). Subject objects are chosen with rng, options shuffled with rng; every
+    record carries its evidence groups (module doc)."""
     objects = list(video.objects)
     if not objects:
         return []
@@ -296,62 +399,128 @@ def synthetic_questions(video: SyntheticVideo, rng: np.random.Generator) -> list
     if unique_shape:
         o = unique_shape[rng.integers(len(unique_shape))]
         records.append(_choice_record(video, "color", QUESTION_TEMPLATES["color"].format(shape=o.shape), o.color,
-                                      list(PALETTE), rng))
+                                      list(PALETTE), rng, [_visible_frames(o.boxes)]))
     o = objects[rng.integers(len(objects))]
     records.append(_choice_record(video, "shape", QUESTION_TEMPLATES["shape"].format(color=o.color), o.shape,
-                                  list(SHAPES), rng))
+                                  list(SHAPES), rng, [_visible_frames(o.boxes)]))
     # a motion label can be invisible (an object shown in one frame has none), so ask only when the boxes show it
     movers = [o for o in objects if _observed_motion(o.boxes) == o.motion]
     if movers:
         o = movers[rng.integers(len(movers))]
         question = QUESTION_TEMPLATES["motion"].format(color=o.color, shape=o.shape)
         records.append(_choice_record(video, "motion", question, MOTION_ANSWERS[o.motion],
-                                      [MOTION_ANSWERS[m] for m in MOTIONS], rng))
+                                      [MOTION_ANSWERS[m] for m in MOTIONS], rng, _motion_evidence(o.boxes)))
     n = len(objects)
     low = int(rng.integers(max(1, n - NUM_OPTIONS + 1), n + 1))
     records.append(_choice_record(video, "count", QUESTION_TEMPLATES["count"], str(n),
-                                  [str(k) for k in range(low, low + NUM_OPTIONS)], rng))
+                                  [str(k) for k in range(low, low + NUM_OPTIONS)], rng,
+                                  [_visible_frames(o.boxes) for o in objects]))
     appears = sorted(o.appear_frame for o in objects)
     if n >= 2 and appears[0] < appears[1]:
         first = min(objects, key=lambda o: o.appear_frame)
-        others = [describe(o.color, o.shape) for o in objects if o is not first]
+        others = [o for o in objects if o is not first]
         unused = [c for c in PALETTE if c not in {o.color for o in objects}]
         # objects that are not in the video at all (unused colours) fill up the options when there are few objects
         absent = [describe(unused[i], SHAPES[rng.integers(len(SHAPES))])
                   for i in rng.permutation(len(unused))[:max(0, NUM_OPTIONS - n)]]
         real = [others[i] for i in rng.permutation(len(others))[:NUM_OPTIONS - 1]]
+        evidence = _first_evidence(_visible_frames(first.boxes), [o.appear_frame for o in real])
+        real = [describe(o.color, o.shape) for o in real]
         records.append(_choice_record(video, "order", QUESTION_TEMPLATES["order"],
                                       describe(first.color, first.shape), real + absent[:NUM_OPTIONS - 1 - len(real)],
-                                      rng))
+                                      rng, evidence))
     return records
 
 
-def build_synthetic_benchmark(spec: SyntheticVideoSpec, num_videos: int, seed: int = 0,
+# ---------------------------------------------------------------------------------------- events benchmark
+
+def event_questions(video: EventVideo, rng: np.random.Generator) -> list[QARecord]:
+    """Five multiple-choice questions about one events clip (module doc), one per task, with their evidence:
+    event_count about the repeated object (options 0..3), event_order over the one-off objects plus one absent
+    object, event_presence with one one-off object and three absent ones, persistent_color and persistent_shape.
+    Absent objects have colours no object in the clip has, so exactly one option is right."""
+    persistent, singles, t_total = video.persistent, video.singles, video.spec.num_frames
+    used = {persistent.color, video.repeated[0], *(e.color for e in singles)}
+    unused = [c for c in PALETTE if c not in used]
+    absent = [describe(unused[i], SHAPES[rng.integers(len(SHAPES))]) for i in rng.permutation(len(unused))]
+    records = []
+
+    color, shape = video.repeated
+    appearances = video.appearances(color)
+    question = EVENT_QUESTION_TEMPLATES["event_count"].format(object=describe(color, shape))
+    records.append(_choice_record(video, "event_count", question, str(len(appearances)),
+                                  [str(k) for k in range(MAX_REPEATS + 1)], rng, _count_evidence(appearances)))
+
+    first = singles[0]
+    evidence = _first_evidence(first.frames, [e.start for e in singles[1:]])
+    records.append(_choice_record(video, "event_order", EVENT_QUESTION_TEMPLATES["event_order"],
+                                  describe(first.color, first.shape),
+                                  [describe(e.color, e.shape) for e in singles[1:]] + absent[:1], rng, evidence))
+
+    present = singles[rng.integers(len(singles))]
+    records.append(_choice_record(video, "event_presence", EVENT_QUESTION_TEMPLATES["event_presence"],
+                                  describe(present.color, present.shape), absent, rng, [present.frames]))
+
+    everywhere = [list(range(t_total))]
+    question = EVENT_QUESTION_TEMPLATES["persistent_color"].format(shape=persistent.shape)
+    records.append(_choice_record(video, "persistent_color", question, persistent.color, list(PALETTE), rng,
+                                  everywhere))
+    question = EVENT_QUESTION_TEMPLATES["persistent_shape"].format(color=persistent.color)
+    records.append(_choice_record(video, "persistent_shape", question, persistent.shape, list(SHAPES), rng,
+                                  everywhere))
+    return records
+
+
+# ----------------------------------------------------------------------------------------- either benchmark
+
+def synthetic_spec(benchmark: str = "shapes", **fields) -> SyntheticVideoSpec | EventVideoSpec:
+    """The spec of a named synthetic benchmark ("shapes" or "events"), its defaults overridden by `fields`
+    (e.g. num_frames=128, size=112, seed=0); ValueError for an unknown name or bad values."""
+    if benchmark not in SYNTHETIC_BENCHMARKS:
+        raise ValueError(f"unknown synthetic benchmark {benchmark!r}; choose from {sorted(SYNTHETIC_BENCHMARKS)}")
+    return SYNTHETIC_BENCHMARKS[benchmark](**fields)
+
+
+def render_synthetic(index: int, spec: SyntheticVideoSpec | EventVideoSpec) -> SyntheticVideo | EventVideo:
+    """Clip number `index` of the spec's family, of the spec's kind."""
+    return make_event_video(index, spec) if isinstance(spec, EventVideoSpec) else make_synthetic_video(index, spec)
+
+
+def build_synthetic_benchmark(spec: SyntheticVideoSpec | EventVideoSpec, num_videos: int, seed: int = 0,
                               first_index: int = 0) -> list[QARecord]:
-    """Questions about videos first_index .. first_index + num_videos - 1 of the spec's family. Each video's
-    questions depend only on (seed, spec.seed, index), so ranges can be built separately and concatenated."""
+    """Questions about videos first_index .. first_index + num_videos - 1 of the spec's family (the shapes or
+    the events benchmark, by the spec's type). Each video's questions depend only on (seed, spec.seed, index),
+    so ranges can be built separately and concatenated."""
     if num_videos < 0 or first_index < 0:
         raise ValueError(f"need num_videos >= 0 and first_index >= 0, got {num_videos}, {first_index}")
+    questions = event_questions if isinstance(spec, EventVideoSpec) else synthetic_questions
     records = []
     for index in range(first_index, first_index + num_videos):
         rng = np.random.default_rng([seed, spec.seed, index])
-        records += synthetic_questions(make_synthetic_video(index, spec), rng)
+        records += questions(render_synthetic(index, spec), rng)
     return records
 
 
-def synthetic_splits(spec: SyntheticVideoSpec, train_videos: int, test_videos: int,
+def synthetic_splits(spec: SyntheticVideoSpec | EventVideoSpec, train_videos: int, test_videos: int,
                      seed: int = 0) -> tuple[list[QARecord], list[QARecord]]:
     """(train, test) records on disjoint videos: train uses indices 0.., test TEST_INDEX_OFFSET.., so each
-    split stays the same when the other one's size changes."""
+    split stays the same when the other one's size changes. The spec's type picks the benchmark; see
+    `synthetic_spec` for choosing it by name."""
     if train_videos > TEST_INDEX_OFFSET:
         raise ValueError(f"train_videos must be <= {TEST_INDEX_OFFSET}, got {train_videos}")
     return (build_synthetic_benchmark(spec, train_videos, seed),
             build_synthetic_benchmark(spec, test_videos, seed, first_index=TEST_INDEX_OFFSET))
 
 
-def synthetic_video_for(record: QARecord) -> SyntheticVideo:
+def synthetic_spec_of(record: QARecord) -> SyntheticVideoSpec | EventVideoSpec:
+    """The spec a synthetic record's clip is rendered with: its `synthetic` dict, or the default shapes spec
+    with the id's seed when it has none. ValueError for a record that is not synthetic."""
+    seed, _ = parse_synthetic_id(record.video)
+    return _check_spec_dict(record.synthetic) if record.synthetic is not None else SyntheticVideoSpec(seed=seed)
+
+
+def synthetic_video_for(record: QARecord) -> SyntheticVideo | EventVideo:
     """Re-render the video of a synthetic record from its id and `synthetic` spec (the default spec with the
     id's seed when the record has none)."""
-    seed, index = parse_synthetic_id(record.video)
-    spec = _check_spec_dict(record.synthetic) if record.synthetic is not None else SyntheticVideoSpec(seed=seed)
-    return make_synthetic_video(index, spec)
+    _, index = parse_synthetic_id(record.video)
+    return render_synthetic(index, synthetic_spec_of(record))

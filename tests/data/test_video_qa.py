@@ -302,3 +302,76 @@ def test_a_line_that_is_not_utf8_is_reported_with_its_number_and_the_rest_kept(t
     records, errors = read_records(path)
     assert records == [good]
     assert errors[0][0] == 2 and "not valid UTF-8" in errors[0][1]
+
+
+# ------------------------------------------------------------------------------------------------ evidence
+
+def visible_frames(frames, color):
+    return np.flatnonzero(color_pixels(frames, color).any(axis=(1, 2))).tolist()
+
+
+def test_every_shapes_question_records_evidence_inside_its_clip(records):
+    for r in records:
+        assert r.evidence and all(g and list(g) == sorted(set(g)) for g in r.evidence), r.id
+        assert all(0 <= t < SPEC.num_frames for g in r.evidence for t in g)
+
+
+def test_color_and_shape_evidence_is_where_the_object_is_visible(records, videos):
+    for r in by_task(records, "color") + by_task(records, "shape"):
+        frames = videos[r.video].frames
+        color = answer_text(r) if r.task == "color" else r.question.split()[4]
+        assert r.evidence == (tuple(visible_frames(frames, color)),), r.id
+
+
+def test_count_evidence_is_one_group_per_object(records, videos):
+    for r in by_task(records, "count"):
+        frames = videos[r.video].frames
+        expected = {tuple(visible_frames(frames, c)) for c in PALETTE if color_pixels(frames, c).any()}
+        assert set(r.evidence) == expected and len(r.evidence) == int(answer_text(r)), r.id
+
+
+def test_order_evidence_is_where_the_first_object_shows_before_the_other_options(records, videos):
+    for r in by_task(records, "order"):
+        frames = videos[r.video].frames
+        others = [t for o in r.options if o != answer_text(r) for t in visible_frames(frames, o.split()[1])]
+        expected = [t for t in visible_frames(frames, answer_text(r).split()[1]) if t < min(others, default=99)]
+        assert r.evidence == (tuple(expected),), r.id
+
+
+def test_motion_evidence_splits_the_visible_frames_between_two_positions(records, videos):
+    for r in by_task(records, "motion"):
+        masks = color_pixels(videos[r.video].frames, r.question.split()[5])
+        early, late = r.evidence
+        assert list(early + late) == [t for t in range(len(masks)) if masks[t].any()], r.id
+        moving = answer_text(r) != "not moving"
+        assert (pixel_box(masks[early[-1]]) != pixel_box(masks[late[0]])) == moving, r.id
+
+
+def test_record_evidence_is_validated_and_stored_as_tuples():
+    r = _mc("a", 4)
+    with_evidence = QARecord(**{**r.to_dict(), "evidence": [[3, 4], [np.int64(9)]]})
+    assert with_evidence.evidence == ((3, 4), (9,))
+    assert QARecord(**{**r.to_dict(), "evidence": []}).evidence == ()
+    for bad in ("3, 4", [[]], [[4, 3]], [[3, 3]], [[-1]], [[True]], [[1.0]], [3]):
+        with pytest.raises(ValueError, match="evidence"):
+            QARecord(**{**r.to_dict(), "evidence": bad})
+
+
+def test_evidence_frames_must_lie_inside_a_synthetic_clip():
+    synthetic = {"num_frames": 12, "seed": 0}
+    QARecord(video="synthetic:0:1", question="q?", answer="x", synthetic=synthetic, evidence=[[0, 11]])
+    with pytest.raises(ValueError, match="12 frames"):
+        QARecord(video="synthetic:0:1", question="q?", answer="x", synthetic=synthetic, evidence=[[12]])
+    QARecord(video="a.mp4", question="q?", answer="x", evidence=[[5000]])  # length unknown: not checked
+
+
+def test_evidence_round_trips_and_records_without_it_still_load(tmp_path):
+    r = QARecord(video="a.mp4", question="q?", options=("x", "y"), answer="B", evidence=[[1, 2], [7]])
+    assert json.loads(r.to_json())["evidence"] == [[1, 2], [7]]
+    assert QARecord.from_json(r.to_json()) == r
+    old = json.dumps(GOOD)
+    assert QARecord.from_json(old).evidence is None and "evidence" not in QARecord.from_json(old).to_dict()
+    path = tmp_path / "qa.jsonl"
+    path.write_text(old + "\n" + json.dumps({**GOOD, "id": "g2", "evidence": [[3, 2]]}) + "\n", encoding="utf-8")
+    records, errors = read_records(path)
+    assert [x.id for x in records] == ["g1"] and errors[0][0] == 2 and "evidence" in errors[0][1]

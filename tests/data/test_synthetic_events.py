@@ -1,0 +1,156 @@
+"""Events clips: deterministic, every object is drawn exactly in its recorded frames and box, events are brief,
+sparse and strictly ordered, objects are large enough for a 4 x 4-patch view, and rendering is cheap."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from liteframe_jax.data.synthetic import PALETTE, SHAPES, shape_mask
+from liteframe_jax.data.synthetic_events import (MAX_REPEATS, NUM_SINGLES, EventVideoSpec, event_starts,
+                                                 make_event_video)
+
+SPEC = EventVideoSpec()
+SMALL = EventVideoSpec(num_frames=40, size=48, min_event_frames=2, max_event_frames=4, min_gap_frames=1, seed=5)
+INDICES = range(30)
+
+
+def packed(frames):
+    """int32 (T, H, W): each pixel's RGB as one number, so a colour is found with one comparison."""
+    f = frames.astype(np.int32)
+    return (f[..., 0] << 16) | (f[..., 1] << 8) | f[..., 2]
+
+
+def color_pixels(pixels, color):
+    """bool (T, H, W): where packed frames (T, H, W) show exactly the palette colour."""
+    r, g, b = PALETTE[color]
+    return pixels == (r << 16 | g << 8 | b)
+
+
+@pytest.fixture(scope="module")
+def videos():
+    return [make_event_video(i, SPEC) for i in INDICES]
+
+
+# -------------------------------------------------------------------------------------------------- determinism
+
+def test_same_index_and_spec_give_the_identical_clip():
+    a, b = make_event_video(3, SPEC), make_event_video(3, SPEC)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert a.attributes() == b.attributes()
+    assert not np.array_equal(a.frames, make_event_video(4, SPEC).frames)
+    assert not np.array_equal(a.frames, make_event_video(3, EventVideoSpec(seed=1)).frames)
+
+
+def test_default_clip_shape_type_and_id(videos):
+    v = videos[0]
+    assert v.frames.dtype == np.uint8 and v.frames.shape == (128, 112, 112, 3)
+    assert v.video_id == "synthetic:0:0"
+
+
+# ---------------------------------------------------------------------------------------------------- content
+
+def test_each_object_is_drawn_exactly_in_its_frames_and_box_and_nowhere_else(videos):
+    for v in videos + [make_event_video(i, SMALL) for i in range(10)]:
+        colors, pixels = {v.persistent.color} | {e.color for e in v.events}, packed(v.frames)
+        for color in colors:
+            drawn = color_pixels(pixels, color)
+            objects = [v.persistent] if color == v.persistent.color else v.appearances(color)
+            expected = np.zeros_like(drawn)
+            for o in objects:
+                x0, y0, x1, y1 = o.box
+                expected[o.start:o.end, y0:y1, x0:x1] = shape_mask(o.shape, x1 - x0)
+            np.testing.assert_array_equal(drawn, expected, err_msg=f"{v.video_id} {color}")
+        for color in set(PALETTE) - colors:
+            assert not color_pixels(pixels, color).any()
+
+
+def test_persistent_object_is_visible_and_still_in_every_frame(videos):
+    for v in videos:
+        p = v.persistent
+        assert (p.start, p.end) == (0, SPEC.num_frames)
+        drawn = color_pixels(packed(v.frames), p.color)
+        assert all(np.array_equal(drawn[t], drawn[0]) for t in range(SPEC.num_frames))
+
+
+def test_events_are_brief_ordered_and_separated(videos):
+    for v in videos + [make_event_video(i, SMALL) for i in range(10)]:
+        spec = v.spec
+        for e in v.events:
+            assert spec.min_event_frames <= e.end - e.start <= spec.max_event_frames
+            assert 0 <= e.start < e.end <= spec.num_frames
+        for a, b in zip(v.events, v.events[1:]):
+            assert b.start - a.end >= spec.min_gap_frames, v.video_id
+
+
+def test_roles_colours_and_counts(videos):
+    repeats = set()
+    for v in videos:
+        assert len(v.singles) == NUM_SINGLES
+        assert all(len(v.appearances(e.color)) == 1 for e in v.singles)
+        colors = [v.persistent.color, v.repeated[0]] + [e.color for e in v.singles]
+        assert len(set(colors)) == len(colors)  # a colour names one object
+        assert all(e.shape == v.repeated[1] for e in v.appearances(v.repeated[0]))
+        repeats.add(len(v.appearances(v.repeated[0])))
+    assert repeats == set(range(MAX_REPEATS + 1))
+
+
+def test_objects_are_large_and_never_share_a_quadrant_with_the_persistent_object(videos):
+    half = SPEC.size // 2
+    for v in videos:
+        quadrant = {(o.box[0] // half, o.box[1] // half) for o in (v.persistent,)}
+        for o in (v.persistent, *v.events):
+            x0, y0, x1, y1 = o.box
+            assert x1 - x0 == y1 - y0 and 0.33 * SPEC.size <= x1 - x0 <= half
+            assert x0 // half == (x1 - 1) // half and y0 // half == (y1 - 1) // half  # inside one quadrant
+        for e in v.events:
+            assert (e.box[0] // half, e.box[1] // half) not in quadrant
+
+
+def test_shapes_and_background_vary(videos):
+    assert {o.shape for v in videos for o in (v.persistent, *v.events)} == set(SHAPES)
+    v = make_event_video(0, EventVideoSpec(background_noise=0))
+    painted = np.zeros(v.frames.shape[:3], bool)
+    for color in PALETTE:
+        painted |= color_pixels(packed(v.frames), color)
+    assert np.all(v.frames[~painted] == v.background_level)
+
+
+def test_attributes_are_json_serializable(videos):
+    attrs = videos[1].attributes()
+    assert json.loads(json.dumps(attrs)) == attrs
+    assert attrs["kind"] == "events" and len(attrs["events"]) == len(videos[1].events)
+
+
+def test_event_starts_fill_the_clip_without_overlap():
+    rng = np.random.default_rng(0)
+    durations = np.array([3, 2, 4])
+    for _ in range(50):
+        s = event_starts(rng, durations, 12, 1)  # 9 event frames + 2 gaps: only 1 free frame
+        assert s[0] >= 0 and s[-1] + durations[-1] <= 12
+        assert np.all(s[1:] - (s[:-1] + durations[:-1]) >= 1)
+    with pytest.raises(ValueError, match="fit"):
+        event_starts(rng, durations, 10, 1)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kind="shapes"), dict(size=8), dict(min_event_frames=0),
+                                    dict(min_event_frames=5, max_event_frames=4), dict(min_gap_frames=0),
+                                    dict(num_frames=60), dict(background_noise=21), dict(seed=-1), dict(fps=0)])
+def test_spec_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        EventVideoSpec(**kwargs)
+
+
+def test_negative_index_is_rejected():
+    with pytest.raises(ValueError, match="index"):
+        make_event_video(-1)
+
+
+def test_a_long_clip_renders_in_well_under_50_ms():
+    make_event_video(0)  # warm the shape-mask cache
+    start = time.perf_counter()
+    for i in range(10):
+        make_event_video(i)
+    per_clip = (time.perf_counter() - start) / 10
+    assert per_clip < 0.05, f"{per_clip * 1e3:.1f} ms per 128-frame clip"
