@@ -57,6 +57,7 @@ def get_config(arg: str | None = None):
     c.data.shuffle = True
     c.data.seed = 0
     c.data.synthetic_videos = 256
+    c.data.synthetic_kind = "shapes"  # or "events": windows of the long clips with brief events
     c.data.eval_fraction = 0.1
     c.data.random_resized_crop_scale = (0.5, 1.0)
     c.data.hflip = True

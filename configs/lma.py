@@ -57,9 +57,10 @@ def get_config(arg: str | None = None):
     c.data.decode_threads = 1
     c.data.system_message = "" if tiny else "default"  # "default": InternVL's; "": no system turn; else the text
     c.data.answer_format = "letter"  # "text": reply with the right option's text (evaluate --method loglik_text)
+    c.data.synthetic_benchmark = "shapes"  # or "events": 128-frame clips with brief, sparse events
     c.data.synthetic_train_videos = 400
     c.data.synthetic_test_videos = 60
-    c.data.synthetic_video_frames = 16
+    c.data.synthetic_video_frames = 16  # 128 for "events"
     c.data.synthetic_video_size = 112
     c.data.synthetic_seed = 0
 

@@ -1,23 +1,29 @@
-"""The main job, end to end on the embedded default (no downloads, a few minutes on a laptop CPU).
+"""The main job, end to end on the embedded default (no downloads; minutes on a 2-core CPU).
 
     python -m experiments.quickstart --workdir runs/quickstart
 
-1. builds a tiny random InternVL3-shaped PyTorch teacher (OpenGVLab layout) with a small real tokenizer and
-   imports it through the real converter (converters.import_internvl3);
-2. checks the imported teacher against transformers' PyTorch InternVL (logits, greedy tokens);
-3. CTD: distils the LiteFrame student from the teacher on synthetic videos;
-4. LMA: adapts projector + LoRA on the synthetic video-QA train split for three visual paths: the teacher
-   (tokens per frame as InternVL3), the teacher + post-hoc WAP, and the LiteFrame student;
-5. evaluates the three on the held-out synthetic benchmark: tokens per frame, accuracy vs chance, and
-   encode + prefill latency (jitted, median of repeated runs);
-6. exports the LiteFrame model to a PyTorch / Hugging Face directory and checks it against JAX;
-7. prints the comparison table and writes WORKDIR/summary.json and WORKDIR/comparison.png.
+The comparison the LiteFrame paper makes, at toy scale, on the synthetic "events" benchmark (128-frame clips with
+brief, sparse events next to an always-visible object):
+1. the teacher: the tiny InternVL3-shaped teacher pre-trained on the benchmark's train split (shipped in
+   experiments/assets/tiny_teacher, made by configs/teacher_pretrain.py; --pretrain_steps N trains it here);
+2. exports it to the PyTorch InternVL3 layouts (transformers "hf" and OpenGVLab "original"), imports the "hf"
+   export back through the real converter and checks it against transformers' PyTorch InternVL (logits, greedy
+   tokens) and the "original" import against the "hf" one (bit-identical parameters);
+3. CTD: distils the LiteFrame student from the imported teacher's WAP-compressed tokens on events clips;
+4. LMA (projector + LoRA) at 8T frames for the LiteFrame student and for the teacher + post-hoc WAP;
+5. evaluates on held-out clips: the teacher at T frames, teacher + post-hoc WAP and the student at T and 8T
+   frames: accuracy per task with 95% Wilson intervals and the evidence ceiling (the share of questions whose
+   evidence frames the sampled frames hit);
+6. cost: analytic vision and prefill FLOPs and measured encode + prefill latency (median and quartiles);
+7. exports the LiteFrame model to a PyTorch / Hugging Face directory and checks it against JAX;
+8. prints the table and writes WORKDIR/summary.json and WORKDIR/comparison.png.
 Exits non-zero when a parity check fails.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -26,15 +32,25 @@ from absl import app, flags
 
 from liteframe_jax.cli import run
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Output directory (replaced if it exists).")
-_FRAMES = flags.DEFINE_integer("frames", 8, "Frames per clip for LMA and evaluation.")
-_CTD_STEPS = flags.DEFINE_integer("ctd_steps", 60, "CTD steps.")
-_LMA_STEPS = flags.DEFINE_integer("lma_steps", 150, "LMA steps per pipeline.")
-_TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split.")
-_TEST_VIDEOS = flags.DEFINE_integer("test_videos", 40, "Synthetic videos in the held-out QA benchmark.")
-_REPEATS = flags.DEFINE_integer("latency_repeats", 5, "Timed runs per latency measurement (median reported).")
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_TEACHER = ROOT / "experiments" / "assets" / "tiny_teacher"
 
-ENCODERS = ("teacher", "teacher_wap", "student")  # the LMA runs, one per visual path
+_WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Output directory (replaced if it exists).")
+_TEACHER = flags.DEFINE_string("teacher", str(SHIPPED_TEACHER), "Pre-trained tiny teacher (our InternVL "
+                               "checkpoint, the DIR/model of a configs/teacher_pretrain.py run).")
+_PRETRAIN = flags.DEFINE_integer("pretrain_steps", 0, "> 0: pre-train the teacher here for this many steps "
+                                 "(configs/teacher_pretrain.py) instead of loading --teacher.")
+_FRAMES = flags.DEFINE_integer("frames", 8, "T: frames per clip of the teacher; the scaled pipelines see 8T.")
+_SCALE = flags.DEFINE_integer("scale", 8, "Frame multiplier of the scaled pipelines (8T).")
+_CTD_STEPS = flags.DEFINE_integer("ctd_steps", 200, "CTD steps.")
+_LMA_STEPS = flags.DEFINE_integer("lma_steps", 200, "LMA steps per pipeline.")
+_TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
+_TEST_VIDEOS = flags.DEFINE_integer("test_videos", 80, "Synthetic videos in the held-out benchmark (5 questions "
+                                    "each).")
+_REPEATS = flags.DEFINE_integer("latency_repeats", 20, "Timed runs per latency measurement.")
+
+BENCHMARK = "events"
+VIDEO_FRAMES = 128
 
 
 def log(step: str, msg: str) -> None:
@@ -47,117 +63,181 @@ def rel_err(a, b) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def build_teacher(work: Path, summary: dict):
-    """Tiny PyTorch InternVL3 + tokenizer -> imported teacher; parity against transformers."""
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion correct / n."""
+    if n == 0:
+        return math.nan, math.nan
+    p = correct / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return center - half, center + half
+
+
+def test_split():
+    from liteframe_jax.data.video_qa import synthetic_spec, synthetic_splits
+    return synthetic_splits(synthetic_spec(BENCHMARK, num_frames=VIDEO_FRAMES), 0, _TEST_VIDEOS.value)[1]
+
+
+def pretrain_teacher(work: Path) -> Path:
+    from configs import teacher_pretrain
+    from liteframe_jax.train import lma
+
+    c = teacher_pretrain.get_config(f"steps={_PRETRAIN.value}")
+    log("1/8", f"pre-training the tiny teacher for {_PRETRAIN.value} steps -> {work / 'pretrain'}")
+    lma.run(c, work / "pretrain")
+    return work / "pretrain" / "model"
+
+
+def teacher_round_trip(work: Path, teacher: Path, summary: dict) -> bool:
+    """Our teacher -> PyTorch "hf" and "original" dirs -> imported back; parity against transformers."""
+    import jax
     import numpy as np
     import torch
+    from transformers import InternVLForConditionalGeneration
 
     import liteframe_jax as lf
-    from testing.tiny_internvl import TinySpec, build_reference, reference_outputs, write_checkpoint
+    from liteframe_jax.checkpoints.export_internvl import export_internvl3
     from liteframe_jax.checkpoints.import_internvl import convert_internvl3
-    from liteframe_jax.data.frames import moving_square_clip, normalize_frames
-    from liteframe_jax.data.tokenizer import save_tiny_tokenizer
+    from liteframe_jax.data.frames import normalize_frames
+    from liteframe_jax.data.qa_pipeline import PromptLayout, prompt_ids, question_text, record_frames
 
-    spec = TinySpec(image_size=56, vision_layers=2, text_layers=2, vocab_size=512)
-    log("1/7", f"building a tiny InternVL3-shaped PyTorch teacher + tokenizer in {work / 'hf_teacher'}")
-    torch_model = build_reference(spec)
-    write_checkpoint(torch_model, spec, work / "hf_teacher", "original")
-    save_tiny_tokenizer(work / "hf_teacher", spec.vocab_size)
-    convert_internvl3(work / "hf_teacher", work / "teacher")
-    log("1/7", f"imported through the converter -> {work / 'teacher'}")
+    for layout in ("hf", "original"):
+        export_internvl3(teacher, work / f"teacher_{layout}", layout)
+        convert_internvl3(work / f"teacher_{layout}", work / f"teacher_from_{layout}")
+    log("2/8", f"exported to PyTorch InternVL3 ({work / 'teacher_hf'}, {work / 'teacher_original'}) and imported "
+               f"back through the converter -> {work / 'teacher_from_hf'}")
+    ours = lf.load(work / "teacher_from_hf")
+    # the "original" layout keeps our fused qkv, so its import must give back the teacher's parameters exactly
+    original, before = lf.load(work / "teacher_from_original").params, lf.load(teacher).params
+    same_params = all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), before, original)))
+    record = test_split()[0]
+    pixels = normalize_frames(record_frames(record, _FRAMES.value, ours.image_size))
+    layout = PromptLayout(ours.tokens_per_group(), ours.frames_per_group)
+    ids = prompt_ids(ours.tokenizer, question_text(record), _FRAMES.value, layout, None)[None]
+    logits = np.asarray(ours.logits(ids, pixels))
+    tokens = ours.generate(ids, pixels, max_new_tokens=6, eos_token_id=None)
+    torch_model = InternVLForConditionalGeneration.from_pretrained(work / "teacher_hf", dtype=torch.float32).eval()
+    tp = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
+    ti = torch.from_numpy(ids.astype(np.int64))
+    with torch.no_grad():
+        t_logits = torch_model(input_ids=ti, pixel_values=tp).logits.numpy()
+        t_tokens = torch_model.generate(input_ids=ti, pixel_values=tp, max_new_tokens=6, do_sample=False,
+                                        min_new_tokens=6)[:, ids.shape[1]:].numpy()
+    summary["teacher_parity"] = {"logits_max_rel_err": rel_err(logits, t_logits),
+                                 "identical_greedy_tokens": bool((tokens == t_tokens).all()),
+                                 "original_import_bit_identical": same_params}
+    p = summary["teacher_parity"]
+    log("2/8", f"teacher vs transformers: logits max rel err {p['logits_max_rel_err']:.2e}, greedy tokens identical: "
+               f"{p['identical_greedy_tokens']}; original-layout round trip bit-identical: {same_params}")
+    return p["logits_max_rel_err"] <= 1e-5 and p["identical_greedy_tokens"] and same_params
 
-    model = lf.load(work / "teacher")
-    pixels = normalize_frames(moving_square_clip(4, spec.image_size))
-    t = model.config.tokens_per_frame()
-    ids = np.array([[5, 6] + ([spec.img_start] + [spec.image_token_id] * t + [spec.img_end]) * 4 + [8, 9]])
-    logits = np.asarray(model.logits(ids, pixels))
-    tokens = model.generate(ids, pixels, max_new_tokens=6, eos_token_id=None)
-    ref = reference_outputs(torch_model, spec, torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy()),
-                            torch.from_numpy(ids), max_new_tokens=6)
-    summary["teacher_parity"] = {"logits_max_rel_err": rel_err(logits, ref["logits"]),
-                                 "identical_greedy_tokens": bool((tokens == ref["generated"]).all())}
-    log("2/7", f"teacher vs PyTorch: logits max rel err {summary['teacher_parity']['logits_max_rel_err']:.2e}, "
-               f"greedy tokens identical: {summary['teacher_parity']['identical_greedy_tokens']}")
-    return summary["teacher_parity"]["logits_max_rel_err"] <= 1e-5 and summary["teacher_parity"][
-        "identical_greedy_tokens"]
 
-
-def run_ctd(work: Path, summary: dict) -> Path:
+def run_ctd(work: Path, teacher: Path, summary: dict) -> Path:
     from configs import ctd as ctd_config
     from liteframe_jax.train import ctd
 
     c = ctd_config.get_config(f"variant=tiny,steps={_CTD_STEPS.value}")
-    c.teacher.checkpoint = str(work / "teacher")
+    c.teacher.checkpoint = str(teacher)
+    c.data.synthetic_kind = BENCHMARK
+    c.data.synthetic_videos = 512
     c.train.eval_every = _CTD_STEPS.value
-    log("3/7", f"CTD: {_CTD_STEPS.value} steps on synthetic videos -> {work / 'ctd'}")
+    c.train.eval_batches = 4
+    c.train.checkpoint_every = _CTD_STEPS.value
+    log("3/8", f"CTD: {_CTD_STEPS.value} steps on {BENCHMARK} clips -> {work / 'ctd'}")
     ctd.run(c, work / "ctd")
     recs = [json.loads(x) for x in (work / "ctd" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in recs if "loss" in r]
-    cos = [r["eval/cosine"] for r in recs if "eval/cosine" in r]
-    summary["ctd"] = {"first_loss": losses[0], "last_loss": losses[-1], "eval_cosine": cos[-1]}
-    log("3/7", f"CTD loss {losses[0]:.3f} -> {losses[-1]:.3f}, held-out cosine fidelity {cos[-1]:.3f}")
+    last_eval = [r for r in recs if "eval/cosine" in r][-1]
+    summary["ctd"] = {"steps": _CTD_STEPS.value, "first_loss": losses[0], "last_loss": losses[-1],
+                      "eval_cosine": last_eval["eval/cosine"], "eval_cka": last_eval.get("eval/cka"),
+                      "eval_normalized_mse": last_eval.get("eval/normalized_mse")}
+    log("3/8", f"CTD loss {losses[0]:.3f} -> {losses[-1]:.3f}; held-out fidelity: cosine "
+               f"{summary['ctd']['eval_cosine']:.3f}, CKA {summary['ctd']['eval_cka']:.3f}")
     return work / "ctd" / "student"
 
 
-def run_lma(work: Path, encoder: str, student: Path, summary: dict) -> Path:
+def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dict) -> Path:
     from configs import lma as lma_config
-    from liteframe_jax.models.visual_path import configs_needed
     from liteframe_jax.train import lma
 
+    frames = _FRAMES.value * _SCALE.value
     c = lma_config.get_config(f"variant=tiny,encoder={encoder}")
-    c.teacher.checkpoint = str(work / "teacher")
-    c.student.checkpoint = str(student) if "liteframe" in configs_needed(encoder) else ""
-    c.curriculum = f"{_FRAMES.value}:{_LMA_STEPS.value}"
-    c.train.eval_every = _LMA_STEPS.value
+    c.teacher.checkpoint = str(teacher)
+    c.student.checkpoint = str(student) if encoder == "student" else ""
+    c.curriculum = f"{frames}:{_LMA_STEPS.value}"
+    c.data.answer_format = "text"
+    c.data.synthetic_benchmark = BENCHMARK
+    c.data.synthetic_video_frames = VIDEO_FRAMES
     c.data.synthetic_train_videos = _TRAIN_VIDEOS.value
-    c.data.synthetic_test_videos = _TEST_VIDEOS.value
+    c.data.synthetic_test_videos = 20
+    c.data.max_length = 224 + 8 * frames
+    c.train.eval_every = _LMA_STEPS.value
+    c.train.checkpoint_every = _LMA_STEPS.value
     out = work / f"lma_{encoder}"
-    log("4/7", f"LMA ({encoder}): projector + LoRA, {_LMA_STEPS.value} steps at {_FRAMES.value} frames -> {out}")
+    log("4/8", f"LMA ({encoder}): projector + LoRA, {_LMA_STEPS.value} steps at {frames} frames -> {out}")
     last = lma.run(c, out)
     summary.setdefault("lma", {})[encoder] = {k: last[k] for k in ("loss", "eval/loss") if k in last}
     return out / "model"
 
 
-def latency_ms(model, ids, pixels, repeats: int) -> dict:
-    """Median ms of the jitted visual encoding and of encoding + LLM prefill (logits of the whole prompt)."""
+def latency(model, ids, pixels, repeats: int) -> dict:
+    """Encode + prefill (logits of the whole prompt) in ms: median and quartiles of `repeats` jitted runs."""
+    import numpy as np
+
     from experiments.timing import time_call
 
-    def timed(fn):
-        return time_call(fn, warmup=1, repeats=repeats)["median_ms"]
-
-    return {"encode_ms": timed(lambda: model.encode_frames(pixels)),
-            "encode_prefill_ms": timed(lambda: model.logits(ids, pixels))}
+    times = time_call(lambda: model.logits(ids, pixels), warmup=2, repeats=repeats)["times_ms"]
+    q25, q50, q75 = (float(x) for x in np.percentile(times, [25, 50, 75]))
+    return {"encode_prefill_ms": q50, "encode_prefill_ms_q25": q25, "encode_prefill_ms_q75": q75}
 
 
-def evaluate_pipelines(work: Path, models: dict, summary: dict) -> list[dict]:
-    import liteframe_jax as lf
+def evaluate_row(name: str, model, frames: int, test, summary_rows: list) -> None:
+    from experiments import flops
+    from liteframe_jax.data.evidence import evidence_ceiling
     from liteframe_jax.data.frames import normalize_frames
     from liteframe_jax.data.qa_pipeline import PromptLayout, prompt_ids, question_text, record_frames
-    from liteframe_jax.data.synthetic import SyntheticVideoSpec
-    from liteframe_jax.data.video_qa import chance_level, synthetic_splits, write_records
     from liteframe_jax.evaluate import evaluate_benchmark
 
-    _, test = synthetic_splits(SyntheticVideoSpec(), 0, _TEST_VIDEOS.value)
+    log("5/8", f"evaluating {name} at {frames} frames on {len(test)} held-out questions")
+    result = evaluate_benchmark(model, test, frames, method="loglik_text", system_message=None, batch_size=16)
+    ceiling = evidence_ceiling(test, frames)
+    per_task = {}
+    for task, r in result["per_task"].items():
+        lo, hi = wilson(r["correct"], r["total"])
+        per_task[task] = {"accuracy": r["accuracy"], "n": r["total"], "ci95": [lo, hi], "chance": r["chance"],
+                          "ceiling": ceiling.per_task.get(task)}
+    o = result["overall"]
+    rec = test[0]
+    pixels = normalize_frames(record_frames(rec, frames, model.image_size))
+    layout = PromptLayout(model.tokens_per_group(), model.frames_per_group)
+    ids = prompt_ids(model.tokenizer, question_text(rec), frames, layout, None)[None]
+    vision = flops.vision(model.visual, frames)["total"]
+    prefill = flops.qwen2_prefill(model.llm_config.text, int(ids.shape[1]))["total"]
+    summary_rows.append({
+        "pipeline": name, "frames": frames, "visual_tokens": model.num_visual_tokens(frames),
+        "prompt_tokens": int(ids.shape[1]), "accuracy": o["accuracy"], "n": o["total"],
+        "ci95": list(wilson(o["correct"], o["total"])), "chance": o["chance"], "ceiling": ceiling.overall,
+        "per_task": per_task, "vision_gflops": vision / 1e9, "prefill_gflops": prefill / 1e9,
+        **latency(model, ids, pixels, _REPEATS.value)})
+
+
+def evaluate_pipelines(work: Path, teacher: Path, models: dict, summary: dict) -> list[dict]:
+    import liteframe_jax as lf
+    from liteframe_jax.data.video_qa import write_records
+
+    test = test_split()
     write_records(work / "benchmark_test.jsonl", test)
-    chance = chance_level(test)["overall"]
-    rows = []
-    for encoder in ENCODERS:
-        model = lf.load(models[encoder])
-        name = model.visual.label
-        log("5/7", f"evaluating {name} on {len(test)} held-out questions ({_FRAMES.value} frames)")
-        result = evaluate_benchmark(model, test, _FRAMES.value, method="generate", system_message=None)
-        rec = test[0]
-        pixels = normalize_frames(record_frames(rec, _FRAMES.value, model.image_size))
-        layout = PromptLayout(model.tokens_per_group(), model.frames_per_group)
-        ids = prompt_ids(model.tokenizer, question_text(rec), _FRAMES.value, layout, None)[None]
-        lat = latency_ms(model, ids, pixels, _REPEATS.value)
-        rows.append({"pipeline": name, "encoder": encoder,
-                     "visual_tokens": model.num_visual_tokens(_FRAMES.value),
-                     "tokens_per_frame": model.num_visual_tokens(_FRAMES.value) / _FRAMES.value,
-                     "prompt_tokens": int(ids.shape[1]), "accuracy": result["overall"]["accuracy"],
-                     "chance": chance, "per_task": {k: v["accuracy"] for k, v in result["per_task"].items()},
-                     **lat})
-    summary["benchmark"] = {"questions": len(test), "chance": chance, "frames": _FRAMES.value}
+    t, big = _FRAMES.value, _FRAMES.value * _SCALE.value
+    rows: list[dict] = []
+    evaluate_row("teacher (InternVL3 layout)", lf.load(teacher), t, test, rows)
+    wap = lf.load(models["teacher_wap"])
+    evaluate_row("teacher + post-hoc WAP", wap, t, test, rows)
+    evaluate_row("teacher + post-hoc WAP", wap, big, test, rows)
+    student = lf.load(models["student"])
+    evaluate_row("LiteFrame student", student, t, test, rows)
+    evaluate_row("LiteFrame student", student, big, test, rows)
+    summary["benchmark"] = {"name": BENCHMARK, "questions": len(test), "test_videos": _TEST_VIDEOS.value,
+                            "seed": 0, "method": "loglik_text", "T": t, "scaled": big}
     summary["pipelines"] = rows
     return rows
 
@@ -172,19 +252,17 @@ def export_and_check(work: Path, model_dir: Path, summary: dict) -> bool:
     from converters.export_torch import export_liteframe
     from liteframe_jax.data.frames import normalize_frames
     from liteframe_jax.data.qa_pipeline import PromptLayout, prompt_ids, question_text, record_frames
-    from liteframe_jax.data.synthetic import SyntheticVideoSpec
-    from liteframe_jax.data.video_qa import synthetic_splits
 
     dst = work / "liteframe_hf"
-    log("6/7", f"exporting the LiteFrame model to PyTorch -> {dst}")
+    log("7/8", f"exporting the LiteFrame model to PyTorch -> {dst}")
     export_liteframe(model_dir, dst)
     jax_model = lf.load(model_dir)
     torch_model = AutoModelForCausalLM.from_pretrained(dst, trust_remote_code=True, dtype=torch.float32).eval()
-    _, test = synthetic_splits(SyntheticVideoSpec(), 0, 1)
-    rec = test[0]
-    pixels = normalize_frames(record_frames(rec, _FRAMES.value, jax_model.image_size))
+    rec = test_split()[0]
+    frames = _FRAMES.value
+    pixels = normalize_frames(record_frames(rec, frames, jax_model.image_size))
     layout = PromptLayout(jax_model.tokens_per_group(), jax_model.frames_per_group)
-    ids = prompt_ids(jax_model.tokenizer, question_text(rec), _FRAMES.value, layout, None)[None]
+    ids = prompt_ids(jax_model.tokenizer, question_text(rec), frames, layout, None)[None]
     jax_logits = np.asarray(jax_model.logits(ids, pixels))
     jax_tokens = jax_model.generate(ids, pixels, max_new_tokens=6, eos_token_id=None)
     tp = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())[None]  # (B, T, 3, H, W)
@@ -196,32 +274,46 @@ def export_and_check(work: Path, model_dir: Path, summary: dict) -> bool:
     err = rel_err(t_logits, jax_logits)
     same = bool((t_tokens == jax_tokens).all())
     summary["export_parity"] = {"logits_max_rel_err": err, "identical_greedy_tokens": same}
-    log("6/7", f"exported PyTorch vs JAX: logits max rel err {err:.2e}, greedy tokens identical: {same}")
+    log("7/8", f"exported PyTorch vs JAX: logits max rel err {err:.2e}, greedy tokens identical: {same}")
     return err <= 1e-5 and same
 
 
-def report(work: Path, rows: list[dict]) -> None:
-    header = f"{'pipeline':<26}{'tok/frame':>10}{'accuracy':>10}{'chance':>8}{'encode ms':>11}{'enc+prefill ms':>16}"
-    lines = [header, "-" * len(header)]
+def format_table(rows: list[dict]) -> str:
+    tasks = sorted({t for r in rows for t in r["per_task"]})
+    head = (f"{'pipeline':<27}{'frames':>6}{'tokens':>7}  {'accuracy [95% CI]':<22}{'ceiling':>8}"
+            + "".join(f"{t[:14]:>15}" for t in tasks) + f"{'vision GF':>10}{'prefill GF':>11}{'enc+prefill ms':>22}")
+    lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['pipeline']:<26}{r['tokens_per_frame']:>10.2f}{r['accuracy']:>10.3f}{r['chance']:>8.3f}"
-                     f"{r['encode_ms']:>11.2f}{r['encode_prefill_ms']:>16.2f}")
-    table = "\n".join(lines)
-    print(table, flush=True)
-    (work / "comparison.txt").write_text(table + "\n")
+        acc = f"{r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+        lat = f"{r['encode_prefill_ms']:.2f} ({r['encode_prefill_ms_q25']:.2f}-{r['encode_prefill_ms_q75']:.2f})"
+        lines.append(f"{r['pipeline']:<27}{r['frames']:>6}{r['visual_tokens']:>7}  {acc:<22}{r['ceiling']:>8.3f}"
+                     + "".join(f"{r['per_task'][t]['accuracy']:>15.3f}" for t in tasks)
+                     + f"{r['vision_gflops']:>10.3f}{r['prefill_gflops']:>11.3f}{lat:>22}")
+    n = rows[0]["n"]
+    lines.append(f"{n} held-out questions ({_TEST_VIDEOS.value} videos, seed 0); chance {rows[0]['chance']:.3f}; "
+                 "ceiling = share of questions whose evidence frames are sampled; GF = analytic GFLOPs per clip; "
+                 f"latency median (quartiles) of {_REPEATS.value} runs")
+    return "\n".join(lines)
+
+
+def plot(work: Path, rows: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
-        ax.scatter(r["encode_prefill_ms"], r["accuracy"], s=40 + 4 * r["tokens_per_frame"])
-        ax.annotate(f"{r['pipeline']}\n{r['tokens_per_frame']:.2f} tok/frame", (r["encode_prefill_ms"], r["accuracy"]),
-                    fontsize=8, xytext=(4, 4), textcoords="offset points")
+        x, y = r["encode_prefill_ms"], r["accuracy"]
+        ax.errorbar(x, y, yerr=[[y - r["ci95"][0]], [r["ci95"][1] - y]],
+                    xerr=[[x - r["encode_prefill_ms_q25"]], [r["encode_prefill_ms_q75"] - x]], fmt="o", capsize=3)
+        ax.annotate(f"{r['pipeline']}\n{r['frames']} frames, {r['visual_tokens']} tokens", (x, y), fontsize=7,
+                    xytext=(5, 4), textcoords="offset points")
     ax.axhline(rows[0]["chance"], color="grey", linestyle="--", label="chance")
-    ax.set_xlabel(f"encode + prefill latency (ms, {_FRAMES.value} frames)")
-    ax.set_ylabel("accuracy (held-out synthetic video QA)")
-    ax.legend()
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("encode + prefill latency, ms (median, quartile bars)")
+    ax.set_ylabel(f"accuracy, 95% CI ({rows[0]['n']} held-out questions)")
+    ax.set_title("synthetic events benchmark: accuracy vs latency")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(work / "comparison.png", dpi=120)
 
@@ -229,31 +321,44 @@ def report(work: Path, rows: list[dict]) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for name, flag in (("frames", _FRAMES), ("ctd_steps", _CTD_STEPS), ("lma_steps", _LMA_STEPS),
+    for name, flag in (("frames", _FRAMES), ("scale", _SCALE), ("ctd_steps", _CTD_STEPS), ("lma_steps", _LMA_STEPS),
                        ("train_videos", _TRAIN_VIDEOS), ("test_videos", _TEST_VIDEOS),
                        ("latency_repeats", _REPEATS)):
         if flag.value < 1:
             raise app.UsageError(f"--{name} must be a positive integer")
-    if _LMA_STEPS.value < 2 or _CTD_STEPS.value < 2:
-        raise app.UsageError("--ctd_steps and --lma_steps must be >= 2 (warmup + decay)")
+    if _LMA_STEPS.value < 2 or _CTD_STEPS.value < 2 or _PRETRAIN.value == 1 or _PRETRAIN.value < 0:
+        raise app.UsageError("--ctd_steps, --lma_steps and --pretrain_steps (when given) must be >= 2")
+    if _FRAMES.value * _SCALE.value > VIDEO_FRAMES:
+        raise app.UsageError(f"--frames x --scale must be <= {VIDEO_FRAMES} (the clips' length)")
+    if not _PRETRAIN.value and not (Path(_TEACHER.value) / "liteframe.json").is_file():
+        raise app.UsageError(f"--teacher {_TEACHER.value} is not a checkpoint directory (no liteframe.json); "
+                             "pass --pretrain_steps N to pre-train one")
     work = Path(_WORKDIR.value)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     t0 = time.time()
-    summary: dict = {"flags": {"frames": _FRAMES.value, "ctd_steps": _CTD_STEPS.value, "lma_steps": _LMA_STEPS.value,
-                               "train_videos": _TRAIN_VIDEOS.value, "test_videos": _TEST_VIDEOS.value}}
-    ok = build_teacher(work, summary)
-    student = run_ctd(work, summary)
-    models = {encoder: run_lma(work, encoder, student, summary) for encoder in ENCODERS}
-    rows = evaluate_pipelines(work, models, summary)
+    summary: dict = {"flags": {f: flags.FLAGS[f].value for f in ("teacher", "pretrain_steps", "frames", "scale",
+                                                                   "ctd_steps", "lma_steps", "train_videos",
+                                                                   "test_videos", "latency_repeats")}}
+    teacher = pretrain_teacher(work) if _PRETRAIN.value else Path(_TEACHER.value)
+    log("1/8", f"teacher: {teacher}")
+    ok = teacher_round_trip(work, teacher, summary)
+    imported = work / "teacher_from_hf"
+    student = run_ctd(work, imported, summary)
+    models = {encoder: run_lma(work, encoder, imported, student, summary) for encoder in ("student", "teacher_wap")}
+    rows = evaluate_pipelines(work, imported, models, summary)
+    log("6/8", "cost: analytic FLOPs and measured latency are in the table")
     ok = export_and_check(work, models["student"], summary) and ok
-    log("7/7", "comparison on the held-out synthetic benchmark:")
-    report(work, rows)
+    log("8/8", "comparison on the held-out synthetic events benchmark:")
+    table = format_table(rows)
+    print(table, flush=True)
+    (work / "comparison.txt").write_text(table + "\n")
+    plot(work, rows)
     summary["total_seconds"] = round(time.time() - t0, 1)
     summary["ok"] = ok
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log("7/7", f"wrote {work / 'summary.json'}, {work / 'comparison.png'} ({summary['total_seconds']} s)")
+    log("8/8", f"wrote {work / 'summary.json'}, {work / 'comparison.png'} ({summary['total_seconds']} s)")
     print("quickstart: OK" if ok else "quickstart: PARITY FAILED", flush=True)
     return 0 if ok else 1
 

@@ -34,6 +34,7 @@ ModelConfig = InternVLConfig | LiteFrameConfig
 
 _logits = jax.jit(llm_front.prompt_logits, static_argnums=0)
 _next_token_logprobs = jax.jit(llm_front.next_token_logprobs, static_argnums=0)
+_continuation_logprobs = jax.jit(llm_front.continuation_logprobs, static_argnums=0)
 _generate = jax.jit(llm_front.greedy_generate, static_argnums=(0, 5))
 
 
@@ -168,6 +169,16 @@ class VideoLLM:
         else:
             ids, visual, mask = self._prompt_with_visual(input_ids, visual, attention_mask)
         return np.asarray(_next_token_logprobs(self.llm_config, self.params["llm"], ids, visual, mask))
+
+    def continuation_logprobs(self, input_ids, visual, attention_mask, lengths) -> np.ndarray:
+        """Summed log-probabilities (B,) of the last lengths[b] tokens of each left-padded row (B, L) (a prompt
+        followed by a reply) given what precedes them; `visual` (Nv, d_llm) as in `next_token_logprobs`."""
+        self._need_llm()
+        ids, visual, mask = self._prompt_with_visual(input_ids, visual, attention_mask)
+        lengths = np.asarray(lengths, np.int32)
+        if lengths.shape != (ids.shape[0],) or lengths.min() < 1 or lengths.max() >= ids.shape[1]:
+            raise ValueError(f"lengths must be (B,) = ({ids.shape[0]},) in [1, L), got {lengths.tolist()}")
+        return np.asarray(_continuation_logprobs(self.llm_config, self.params["llm"], ids, visual, mask, lengths))
 
     def generate(self, input_ids, pixels=None, max_new_tokens: int = 32, attention_mask=None,
                  eos_token_id: int | None | str = "config") -> np.ndarray:

@@ -130,6 +130,27 @@ def _loglik_batch(model, examples, visuals, prompts, answers, batch_size) -> lis
     return scores
 
 
+def _reply_loglik_batch(model, examples, visuals, prompts, answers, batch_size) -> list[list[float]]:
+    """Sum of log p(reply tokens | prompt) for every reply of every example, one row (prompt + reply) per reply,
+    scored in one teacher-forced pass."""
+    rows, lengths, keys, where = [], [], [], []
+    for e, (example, prompt, replies) in enumerate(zip(examples, prompts, answers)):
+        for k, tokens in enumerate(replies):
+            rows.append(np.concatenate([prompt, np.asarray(tokens, np.int32)]))
+            lengths.append(len(tokens))
+            keys.append(example["key"])
+            where.append((e, k))
+    scores = [[0.0] * len(replies) for replies in answers]
+    for s in range(0, len(rows), batch_size):
+        ids, mask = model.batch_prompts(rows[s:s + batch_size], batch_size, LENGTH_BUCKET)
+        n = len(rows[s:s + batch_size])
+        chunk = lengths[s:s + batch_size] + [lengths[s]] * (batch_size - n)
+        logp = model.continuation_logprobs(ids, _visual(visuals, keys[s:s + batch_size], batch_size), mask, chunk)
+        for (e, k), value in zip(where[s:s + n], logp[:n]):
+            scores[e][k] = float(value)
+    return scores
+
+
 # ------------------------------------------------------------------------------------------------ evaluation
 
 def _clip_key(record) -> tuple:
@@ -242,7 +263,8 @@ def evaluate_benchmark(model, records, num_frames: int = DEFAULT_FRAMES, method:
                                 reply_tokens[reply] = encode_prompt(tok, reply).tolist() + (
                                     [] if method == "loglik" else [eos])
                         answers.append([reply_tokens[reply] for reply in replies])
-                    scores = _loglik_batch(model, ok, visuals, prompts, answers, batch_size)
+                    score = _loglik_batch if method == "loglik" else _reply_loglik_batch
+                    scores = score(model, ok, visuals, prompts, answers, batch_size)
                     for ex, s in zip(ok, scores):
                         ex.update(scores=s, prediction=LETTERS[int(np.argmax(s))])
                 if b > 0:

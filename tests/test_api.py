@@ -1,6 +1,7 @@
 """The public API: lf.load / encode_frames / logits / generate, and their input errors."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -57,6 +58,21 @@ def test_precomputed_visual_tokens_give_what_the_pixels_give(model):
     logp = model.next_token_logprobs(ids, visual)
     want = jax.nn.log_softmax(model.logits(ids, pixels)[:, -1], axis=-1)
     np.testing.assert_allclose(logp, want, atol=1e-5)
+
+
+def test_continuation_logprobs_sum_the_reply_tokens_of_each_left_padded_row(model):
+    pixels = np.random.default_rng(3).normal(size=(1, 56, 56, 3)).astype(np.float32)
+    visual = model.encode_frames(pixels)
+    base = prompt(model, 1)[0]
+    rows = [np.concatenate([base, [7, 8, 9]]), np.concatenate([base, [11]])]
+    ids, mask = model.batch_prompts(rows)
+    got = model.continuation_logprobs(ids, jnp.concatenate([visual, visual]), mask, [3, 1])
+    for row, n, value in zip(rows, (3, 1), got):
+        logp = np.asarray(jax.nn.log_softmax(model.logits(row[None], pixels)[0], axis=-1))
+        want = sum(float(logp[len(row) - n - 1 + j, row[len(row) - n + j]]) for j in range(n))
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="lengths must be"):
+        model.continuation_logprobs(ids, jnp.concatenate([visual, visual]), mask, [0, 1])
 
 
 def test_prompts_are_batched_left_padded_to_a_multiple(model):

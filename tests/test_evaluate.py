@@ -97,6 +97,19 @@ def test_loglik_of_multi_token_answers_equals_model_logits(model, records):
     np.testing.assert_allclose(scores[0], _direct_logliks(model, record, answers), atol=1e-4)
 
 
+def test_loglik_text_scores_each_option_text_and_end_token_as_model_logits(model, records):
+    picked = records[:3]  # batch_size 4: 12 rows (3 questions x 4 options) in three calls, options of many lengths
+    result = evaluate_benchmark(model, picked, FRAMES, "loglik_text", batch_size=4, system_message="none")
+    end = model.end_token_id
+    for record, pred in zip(picked, result["predictions"]):
+        replies = [encode_prompt(model.tokenizer, o).tolist() + [end] for o in record.options]
+        assert len({len(r) for r in replies}) > 1 or len(picked) == 1
+        direct = _direct_logliks(model, record, replies)
+        np.testing.assert_allclose(pred["scores"], direct, rtol=1e-4, atol=1e-4)
+        assert pred["prediction"] == LETTERS[int(np.argmax(direct))]
+    assert result["method"] == "loglik_text" and result["unparsed"] == 0
+
+
 def test_accuracy_and_chance_math(model, records):
     first = evaluate_benchmark(model, records[:6], FRAMES, "loglik", batch_size=4, system_message="none")
     predicted = [p["prediction"] for p in first["predictions"]]

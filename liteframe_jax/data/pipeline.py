@@ -44,9 +44,12 @@ import numpy as np
 
 from liteframe_jax.data.frames import normalize_frames
 from liteframe_jax.data.synthetic import SyntheticVideoSpec, make_synthetic_video
+from liteframe_jax.data.synthetic_events import EventVideoSpec, make_event_video
 from liteframe_jax.data.video import VideoDecodeError, load_clip
 
 SOURCES = ("synthetic", "manifest", "folder")
+SYNTHETIC_KINDS = ("shapes", "events")
+EVENT_CLIP_STRIDE = 2  # an events clip is sampled like 64 of its 128 frames (every other frame)
 SAMPLINGS = ("segment", "fps")
 SPLITS = ("train", "eval", "all")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -68,7 +71,9 @@ class DataConfig:
       used by sampling="fps". Synthetic videos are rendered with exactly T frames (no sampling).
     decode_threads: FFmpeg threads per decoder (0 = auto); num_workers: grain worker processes (0 = in-process).
     shuffle, seed: shuffled order (reshuffled every epoch) and augmentation randomness; num_epochs: None = forever.
-    synthetic_videos: number of synthetic videos; synthetic_size: their native (square) render size.
+    synthetic_videos: number of synthetic videos; synthetic_size: their native (square) render size;
+      synthetic_kind: "shapes" (moving shapes rendered with exactly T frames) or "events" (the long clips with
+      brief events of data.synthetic_events: T frames at stride EVENT_CLIP_STRIDE from a start fixed per video).
     eval_fraction: share of videos held out for split="eval", chosen by a hash of the video id (stable across
       seeds, machines and manifest reordering; spans of one video file land in the same split).
     random_resized_crop_scale: (min, max) area fraction of a random crop (aspect 3/4..4/3) resized to image_size,
@@ -89,6 +94,7 @@ class DataConfig:
     num_epochs: int | None = None
     synthetic_videos: int = 256
     synthetic_size: int = 112
+    synthetic_kind: str = "shapes"
     eval_fraction: float = 0.1
     random_resized_crop_scale: tuple[float, float] | None = None
     hflip: bool = False
@@ -126,6 +132,11 @@ class DataConfig:
         integer("num_epochs", 1, allow_none=True)
         integer("synthetic_videos", 1)
         integer("synthetic_size", 16)
+        if self.synthetic_kind not in SYNTHETIC_KINDS:
+            errors.append(f"synthetic_kind must be one of {SYNTHETIC_KINDS}, got {self.synthetic_kind!r}")
+        elif self.synthetic_kind == "events" and self.num_frames * EVENT_CLIP_STRIDE > EventVideoSpec().num_frames:
+            errors.append(f"num_frames={self.num_frames} at stride {EVENT_CLIP_STRIDE} does not fit in an events "
+                          f"clip of {EventVideoSpec().num_frames} frames")
         integer("max_initial_failures", 1)
         if not isinstance(self.eval_fraction, (int, float)) or not 0 <= self.eval_fraction < 1:
             errors.append(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
@@ -350,11 +361,22 @@ def cache_identity(cfg: DataConfig, examples: Examples | None = None) -> dict[st
                          "num_examples": len(examples), "examples_sha256": examples.fingerprint()}
     if cfg.source == "synthetic":
         d["synthetic_size"] = cfg.synthetic_size
+        if cfg.synthetic_kind != "shapes":  # absent for shapes, so caches written before the field stay valid
+            d["synthetic_kind"] = cfg.synthetic_kind
     else:
         d["sampling"] = cfg.sampling
         if cfg.sampling == "fps":
             d["fps"] = cfg.fps
     return {"data": d}
+
+
+def event_clip(index: int, num_frames: int, size: int) -> np.ndarray:
+    """uint8 (T, size, size, 3): T frames at stride EVENT_CLIP_STRIDE of events video `index`, from a start
+    that is a fixed function of the index (so a teacher-target cache stays valid) spread over the clip."""
+    frames = make_event_video(index, EventVideoSpec(size=size)).frames
+    span = (num_frames - 1) * EVENT_CLIP_STRIDE + 1
+    start = (index * 7919) % (len(frames) - span + 1)
+    return frames[start:start + span:EVENT_CLIP_STRIDE]
 
 
 def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], rng: np.random.Generator,
@@ -413,6 +435,8 @@ class ClipLoader(grain.transforms.RandomMap):
     def _native(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 frames (T, H0, W0, 3) at native size and their int64 (T,) frame indices."""
         cfg, t = self.cfg, self.cfg.num_frames
+        if cfg.source == "synthetic" and cfg.synthetic_kind == "events":
+            return event_clip(index, t, cfg.synthetic_size), np.full((t,), -1, np.int64)
         if cfg.source == "synthetic":
             video = make_synthetic_video(index, SyntheticVideoSpec(num_frames=t, size=cfg.synthetic_size))
             return video.frames, np.full((t,), -1, np.int64)

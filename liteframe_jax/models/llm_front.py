@@ -75,6 +75,16 @@ def next_token_logprobs(cfg: InternVLConfig, llm_params, input_ids, visual, mask
     return jax.nn.log_softmax(prompt_logits(cfg, llm_params, input_ids, visual, mask, last_only=True)[:, -1], axis=-1)
 
 
+def continuation_logprobs(cfg: InternVLConfig, llm_params, input_ids, visual, mask, lengths) -> jax.Array:
+    """Summed log-probabilities (B,) of each left-padded row's last lengths[b] tokens given everything before
+    them (teacher forcing: one forward pass scores a whole reply)."""
+    logp = jax.nn.log_softmax(prompt_logits(cfg, llm_params, input_ids, visual, mask)[:, :-1], axis=-1)
+    token_logp = jnp.take_along_axis(logp, input_ids[:, 1:, None], axis=-1)[..., 0]  # (B, L - 1)
+    target_pos = jnp.arange(1, input_ids.shape[1])[None]
+    scored = target_pos >= input_ids.shape[1] - jnp.asarray(lengths)[:, None]
+    return jnp.sum(jnp.where(scored, token_logp, 0.0), axis=1)
+
+
 def prompt_hidden(cfg: InternVLConfig, llm_params, input_ids, visual, mask) -> jax.Array:
     """Final-normed hidden states (B, L, D) of the prompts (as `prompt_logits`, before the head)."""
     hidden, _ = llm_front(cfg).apply({"params": llm_params}, input_ids, visual, positions_from_mask(mask),

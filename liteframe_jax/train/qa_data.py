@@ -12,9 +12,8 @@ import numpy as np
 from liteframe_jax.checkpoints.liteframe_store import tokenizer_files
 from liteframe_jax.data.prompts import resolve_system_message
 from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig, build_qa_dataset
-from liteframe_jax.data.synthetic import SyntheticVideoSpec
 from liteframe_jax.data.tokenizer import load_tokenizer, save_tiny_tokenizer
-from liteframe_jax.data.video_qa import read_records, synthetic_splits
+from liteframe_jax.data.video_qa import read_records, synthetic_spec, synthetic_splits
 
 RECORD_ERRORS_SHOWN = 10
 BATCH_KEYS = ("pixels", "input_ids", "loss_mask", "attention_mask")  # what the steps take of a QA batch
@@ -38,8 +37,8 @@ def load_qa_records(config, log=print):
     lines are skipped and reported with line numbers."""
     d = config.data
     if not d.train_file:
-        spec = SyntheticVideoSpec(num_frames=d.synthetic_video_frames, size=d.synthetic_video_size,
-                                  seed=d.synthetic_seed)
+        spec = synthetic_spec(d.synthetic_benchmark, num_frames=d.synthetic_video_frames,
+                              size=d.synthetic_video_size, seed=d.synthetic_seed)
         return synthetic_splits(spec, d.synthetic_train_videos, d.synthetic_test_videos, seed=d.synthetic_seed)
     out = []
     for path in (d.train_file, d.eval_file or d.train_file):

@@ -412,3 +412,19 @@ def test_loader_workers_exit_when_the_training_process_is_killed():
                 os.kill(w, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_events_source_gives_strided_windows_of_the_long_clips_fixed_per_video():
+    from liteframe_jax.data.pipeline import EVENT_CLIP_STRIDE, event_clip
+    from liteframe_jax.data.synthetic_events import EventVideoSpec, make_event_video
+
+    clip = event_clip(5, 4, 112)
+    full = make_event_video(5, EventVideoSpec(size=112)).frames
+    starts = [s for s in range(len(full)) if np.array_equal(full[s:s + 7:EVENT_CLIP_STRIDE], clip)]
+    assert clip.shape == (4, 112, 112, 3) and starts  # four frames, every other frame of the long clip
+    np.testing.assert_array_equal(event_clip(5, 4, 112), clip)  # the same window every time (target caches)
+    assert not np.array_equal(event_clip(6, 4, 112), clip)
+    with pytest.raises(ValueError, match="synthetic_kind must be one of"):
+        DataConfig(synthetic_kind="clips").validate()
+    with pytest.raises(ValueError, match="does not fit in an events clip"):
+        DataConfig(synthetic_kind="events", num_frames=100).validate()

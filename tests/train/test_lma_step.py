@@ -11,7 +11,9 @@ from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.models.config import ConfigError
 from liteframe_jax.models.internvl import init_params
 from liteframe_jax.models.lora import LoRAConfig, init_lora
+from liteframe_jax.models.liteframe import LiteFrameConfig
 from liteframe_jax.train.lma import parse_curriculum, stage_at
+from liteframe_jax.train.tiny_demo import tiny_student, tiny_wap
 from liteframe_jax.sharding import batch_shardings, make_mesh
 from liteframe_jax.train.lma_step import LMASetup, init_state, make_train_step, state_shardings
 from liteframe_jax.train.optim import OptimConfig, make_optimizer
@@ -40,6 +42,9 @@ def test_setup_validation_names_the_problem():
         LMASetup("teacher", t, ("student",)).validate()
     with pytest.raises(ConfigError, match="needs a WAP config"):
         LMASetup("teacher_wap", t, ("projector",)).validate()
+    with pytest.raises(ConfigError, match="'vision' .* is trainable only with encoder='teacher'"):
+        student = LiteFrameConfig(tiny_student(), t, tiny_wap().location)
+        LMASetup("student", t, ("vision",), liteframe=student).validate()
 
 
 def _batch(t, b=4, frames=2, length=24, seed=0):
@@ -83,6 +88,17 @@ def test_lora_training_updates_only_adapters_and_projector_and_lowers_the_loss()
     assert sum(x.size for x in opt_leaves) <= 2 * n_trainable + 16  # moments for trainable params only
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(frozen["llm"]), full["llm"])
     assert not np.allclose(state["params"]["lora"]["layers_0"]["attn"]["q"]["b"], 0)
+
+
+def test_teacher_pretraining_trains_every_group_of_the_teacher():
+    setup = LMASetup("teacher", _teacher(), ("vision", "projector", "llm")).validate()
+    state, frozen, _, losses = _run(setup, {"data": 1, "fsdp": 1, "tensor": 1}, steps=4)
+    assert losses[-1] < losses[0] and set(state["params"]) == {"vision", "projector", "llm"} and not frozen
+    full = nn.unbox(init_params(setup.teacher, seed=0))  # _run's initial params were donated to the step
+    for part in ("vision", "projector", "llm"):
+        moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(state["params"][part])),
+                                                       jax.tree.leaves(full[part]))]
+        assert sum(moved) > len(moved) // 2, part
 
 
 def test_teacher_wap_path_trains_on_8_devices_like_on_1():

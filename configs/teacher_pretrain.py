@@ -1,0 +1,39 @@
+"""Teacher pre-training: the tiny InternVL3-shaped model (vision tower + projector + LLM, all trainable, from
+random init) learns the synthetic video-QA domain, standing in for a pretrained InternVL3 in the CPU demo.
+
+    python -m liteframe_jax.train --config configs/teacher_pretrain.py[:steps=1500,frames=16] --workdir DIR
+
+It is the LMA trainer (config.kind "lma") through the teacher's own visual path with every group trainable; the
+trained teacher is written to DIR/model as an InternVL checkpoint (export it to PyTorch with
+converters.export_internvl3, use it as teacher.checkpoint of configs/ctd.py and configs/lma.py).
+Answers are trained as the right option's text (data.answer_format="text"); evaluate with --method loglik_text.
+benchmark: "events" (default; 128-frame clips with brief events) or "shapes".
+"""
+
+from configs import lma
+from configs.common import parse_arg
+
+
+def get_config(arg: str | None = None):
+    args = parse_arg(arg, choices={"benchmark": ("events", "shapes")}, steps=1500, frames=16, videos=2000,
+                     benchmark="events", batch_size=8)
+    if args.steps < 2 or args.frames < 1 or args.videos < 1:
+        raise ValueError(f"need steps >= 2, frames >= 1 and videos >= 1, got {args.steps}, {args.frames}, "
+                         f"{args.videos}")
+    c = lma.get_config(f"variant=tiny,encoder=teacher,trainable=vision+projector+llm,"
+                       f"curriculum={args.frames}:{args.steps},batch_size={args.batch_size}")
+    c.optim.peak_lr = 2e-3
+    c.optim.warmup_steps = max(1, min(50, args.steps // 10))
+    c.optim.weight_decay = 0.01
+    c.data.answer_format = "text"
+    c.data.synthetic_benchmark = args.benchmark
+    c.data.synthetic_video_frames = 128 if args.benchmark == "events" else 16
+    c.data.synthetic_train_videos = args.videos
+    c.data.synthetic_test_videos = 60
+    # the longest prompt: 4 visual tokens + about 12 text tokens per frame, plus the question and options
+    c.data.max_length = 160 + 16 * args.frames
+    c.train.log_every = 50
+    c.train.eval_every = max(1, args.steps // 3)
+    c.train.eval_batches = 8
+    c.train.checkpoint_every = max(1, args.steps // 5)
+    return c
