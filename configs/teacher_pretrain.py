@@ -1,7 +1,8 @@
 """Teacher pre-training: the tiny InternVL3-shaped model (vision tower + projector + LLM, all trainable, from
 random init) learns the synthetic video-QA domain, standing in for a pretrained InternVL3 in the CPU demo.
 
-    python -m liteframe_jax.train --config configs/teacher_pretrain.py[:steps=1500,frames=16] --workdir DIR
+    python -m liteframe_jax.train --config configs/teacher_pretrain.py[:steps=1500,frames=16,text_layers=2]
+        --workdir DIR
 
 It is the LMA trainer (config.kind "lma") through the teacher's own visual path with every group trainable; the
 trained teacher is written to DIR/model as an InternVL checkpoint (export it to PyTorch with
@@ -10,18 +11,21 @@ Answers are trained as the right option's text (data.answer_format="text"); eval
 benchmark: "events" (default; 128-frame clips with brief events) or "shapes".
 """
 
-from configs import lma
+from configs import internvl3_tiny, lma
 from configs.common import parse_arg
 
 
 def get_config(arg: str | None = None):
     args = parse_arg(arg, choices={"benchmark": ("events", "shapes")}, steps=1500, frames=16, videos=2000,
-                     benchmark="events", batch_size=8)
+                     benchmark="events", batch_size=8, vision_layers=2, text_layers=2)
     if args.steps < 2 or args.frames < 1 or args.videos < 1:
         raise ValueError(f"need steps >= 2, frames >= 1 and videos >= 1, got {args.steps}, {args.frames}, "
                          f"{args.videos}")
     c = lma.get_config(f"variant=tiny,encoder=teacher,trainable=vision+projector+llm,"
                        f"curriculum={args.frames}:{args.steps},batch_size={args.batch_size}")
+    c.teacher.model = internvl3_tiny.get_config(f"vision_layers={args.vision_layers},"
+                                                f"text_layers={args.text_layers}").model
+    c.data.image_size = tuple(c.teacher.model.vision.image_size)
     c.optim.peak_lr = 2e-3
     c.optim.warmup_steps = max(1, min(50, args.steps // 10))
     c.optim.weight_decay = 0.01

@@ -1,0 +1,71 @@
+"""Teacher pre-training: the shipped tiny teacher is what configs/teacher_pretrain.py makes, and the command
+that made it runs (reduced) and learns the colour task from random init."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import liteframe_jax as lf
+from configs import teacher_pretrain
+from experiments.quickstart import SHIPPED_TEACHER
+
+ROOT = Path(__file__).resolve().parents[2]
+# fields that name where a run happened, not what it trained
+RUN_SPECIFIC = ("teacher.checkpoint",)
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _json_roundtrip(config) -> dict:
+    return json.loads(json.dumps(config.to_dict(), default=list))
+
+
+def test_the_shipped_teacher_was_made_by_the_default_command():
+    made_with = json.loads((SHIPPED_TEACHER / "pretrain_config.json").read_text())
+    want = _json_roundtrip(teacher_pretrain.get_config())
+    assert _flat(made_with) == _flat(want)
+    model = lf.load(SHIPPED_TEACHER)
+    assert model.llm_config.vision.image_size == (56, 56) and "vision" in model.params
+    size = sum(f.stat().st_size for f in SHIPPED_TEACHER.rglob("*") if f.is_file())
+    assert size < 4e6  # a few MB in the repository
+
+
+def test_config_arguments_are_checked():
+    with pytest.raises(ValueError, match="need steps >= 2"):
+        teacher_pretrain.get_config("steps=1")
+    c = teacher_pretrain.get_config("steps=30,frames=4,videos=10,benchmark=shapes")
+    assert c.curriculum == "4:30" and c.trainable == "vision+projector+llm" and c.data.answer_format == "text"
+
+
+def test_the_command_pretrains_from_random_init_and_learns_the_persistent_colour(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    work = tmp_path / "pretrain"
+    proc = subprocess.run([sys.executable, "-m", "liteframe_jax.train", "--config",
+                           "configs/teacher_pretrain.py:steps=150,frames=4,videos=200", "--workdir", str(work),
+                           "--config.train.eval_every=150", "--config.train.checkpoint_every=150"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = lf.load(work / "model")
+    shipped = lf.load(SHIPPED_TEACHER)
+    assert jax.tree.structure(model.params) == jax.tree.structure(shipped.params)
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(shipped.params))]
+    assert all(moved)  # a different (shorter) run, so every tensor differs from the shipped one
+
+    from liteframe_jax.data.video_qa import synthetic_spec, synthetic_splits
+    from liteframe_jax.evaluate import evaluate_benchmark
+    _, test = synthetic_splits(synthetic_spec("events", num_frames=128), 0, 40)
+    colour = [r for r in test if r.task == "persistent_color"]
+    result = evaluate_benchmark(model, colour, 4, method="loglik_text", system_message=None, batch_size=8)
+    # chance is 0.25 (4 options); 40 questions: 0.6 is far outside what guessing gives (p < 1e-5)
+    assert result["overall"]["accuracy"] >= 0.6, result["overall"]
