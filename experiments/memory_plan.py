@@ -203,7 +203,7 @@ def liteframe_model(config, teacher: InternVLConfig) -> LiteFrameConfig:
 def lma_spec(config, frames: int | None = None) -> StepSpec:
     """LMA step spec for the curriculum stage of `frames` frames (default: the largest stage). Batch: pixels
     (B, T, H, W, 3) float32, input_ids (B, L) int32, loss_mask (B, L) float32, attention_mask (B, L) int32 with
-    L = data.max_length (the layout of liteframe_jax.train.lma._example_batch)."""
+    L = data.max_length (the layout of liteframe_jax.train.qa_data.example_batch)."""
     teacher = teacher_model(config)
     trainable = tuple(x for x in config.trainable.replace(" ", "").replace(",", "+").split("+") if x)
     lora = LoRAConfig.from_dict(config.lora.to_dict()) if "lora" in trainable else None
