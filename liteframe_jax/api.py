@@ -247,9 +247,10 @@ class VideoLLM:
                tokenizer=None) -> str:
         """Answers `question` about a clip: pixels (F, H, W, 3) normalized frames -> decoded text (up to the
         end-of-turn token). The prompt is InternVL's chat template with one `<img>` block per frame group;
-        system_message "default" is InternVL's, None leaves the system turn out, anything else is used as is. A
-        `tokenizer` given here is kept for later calls."""
-        from liteframe_jax.data.prompts import DEFAULT_SYSTEM_MESSAGE, decode_answer
+        system_message follows the project's one rule (data.prompts.resolve_system_message): "default" is
+        InternVL's, None, "" or "none" leave the system turn out, anything else is used as is. A `tokenizer` given
+        here is kept for later calls."""
+        from liteframe_jax.data.prompts import decode_answer, resolve_system_message
         from liteframe_jax.data.qa_pipeline import PromptLayout, prompt_ids
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
@@ -257,8 +258,7 @@ class VideoLLM:
             self._tokenizer = tokenizer
         pixels = self._check_pixels(pixels)
         layout = PromptLayout(self.tokens_per_group(pixels.shape[1:3]), self.frames_per_group)
-        system = DEFAULT_SYSTEM_MESSAGE if system_message == "default" else system_message
-        ids = prompt_ids(self.tokenizer, question, pixels.shape[0], layout, system)
+        ids = prompt_ids(self.tokenizer, question, pixels.shape[0], layout, resolve_system_message(system_message))
         eos = self.end_token_id
         new = self.generate(ids[None], pixels, max_new_tokens=max_new_tokens, eos_token_id=eos)[0]
         return decode_answer(self.tokenizer, new, eos)

@@ -37,12 +37,10 @@ _SYNTHETIC = "synthetic:"
 # ---------------------------------------------------------------------------------------------------- library
 
 def system_message_arg(value: str | None) -> str | None:
-    """--system_message value -> the system text: "default" = InternVL's, "none" or "" = no system turn, else
-    the text itself."""
-    from liteframe_jax.data.prompts import DEFAULT_SYSTEM_MESSAGE
-    if value is None or value.strip().lower() in ("", "none"):
-        return None
-    return DEFAULT_SYSTEM_MESSAGE if value == "default" else value
+    """--system_message value -> the system text (data.prompts.resolve_system_message: "default" = InternVL's,
+    "none" or "" = no system turn, else the text itself)."""
+    from liteframe_jax.data.prompts import resolve_system_message
+    return resolve_system_message(value)
 
 
 def check_checkpoint(path: str | os.PathLike) -> None:
@@ -124,7 +122,7 @@ def answer(model, pixels: np.ndarray, question: str, max_new_tokens: int = DEFAU
            system_message: str | None = "default") -> str:
     """Greedy answer to `question` about normalized frames `pixels` (F, H, W, 3); system_message as
     `system_message_arg` ("default", "none", or the text). Same as `VideoLLM.answer`."""
-    return model.answer(pixels, question, max_new_tokens, system_message_arg(system_message))
+    return model.answer(pixels, question, max_new_tokens, system_message)
 
 
 # -------------------------------------------------------------------------------------------------------- CLI
