@@ -41,9 +41,12 @@ def build_tiny_checkpoints(root: Path) -> tuple[Path, Path]:
 
 
 def cli_env(root: Path) -> dict:
-    """Subprocess environment sharing a persistent XLA compilation cache (the CLIs compile the same functions)."""
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    """Subprocess environment sharing a persistent XLA compilation cache (the CLIs compile the same functions as
+    the tests in this process): the session's (tests/conftest.py) when there is one, else one under root."""
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax_cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    return env
 
 
 @pytest.fixture(scope="module")

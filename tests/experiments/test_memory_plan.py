@@ -35,10 +35,16 @@ def test_tiny_ctd_plan_reports_compiler_memory_and_flops():
     assert "DOES NOT FIT" in mp.format_report(mp.add_fit(dict(report), 1e-6))
 
 
-def test_tiny_lma_params_per_device_shrink_with_fsdp():
+@pytest.fixture(scope="module")
+def lma_fsdp4():
+    """The tiny LMA step planned (compiled) for mesh fsdp=4 with fp32 frozen params, shared by two tests."""
+    return mp.plan(lma.get_config("variant=tiny"), mp.parse_mesh("fsdp=4"), devices=jax.devices())
+
+
+def test_tiny_lma_params_per_device_shrink_with_fsdp(lma_fsdp4):
     config = lma.get_config("variant=tiny")
     replicated = mp.plan(config, mp.parse_mesh("data=4"), devices=jax.devices())
-    sharded = mp.plan(config, mp.parse_mesh("fsdp=4"), devices=jax.devices())
+    sharded = lma_fsdp4
     assert replicated["visual_tokens"] == sharded["visual_tokens"] > 0
     for key in ("frozen_params", "trainable_params", "optimizer_state"):
         r, s = replicated["analytic"][key], sharded["analytic"][key]
@@ -80,10 +86,10 @@ def test_cli_help_and_bad_mesh():
     assert proc.returncode == 1 and "error: unknown mesh axis 'pipeline'" in proc.stderr, proc.stderr[-2000:]
 
 
-def test_bf16_frozen_params_take_half_the_bytes():
-    config = lma.get_config("variant=tiny")
-    fp32 = mp.plan(config, mp.parse_mesh("fsdp=2"), devices=jax.devices())
-    bf16 = mp.plan(config, mp.parse_mesh("fsdp=2"), devices=jax.devices(), frozen_dtype="bfloat16")
+def test_bf16_frozen_params_take_half_the_bytes(lma_fsdp4):
+    fp32 = lma_fsdp4
+    bf16 = mp.plan(lma.get_config("variant=tiny"), mp.parse_mesh("fsdp=4"), devices=jax.devices(),
+                   frozen_dtype="bfloat16")
     assert (fp32["frozen_dtype"], bf16["frozen_dtype"]) == ("float32", "bfloat16")
     a, b = fp32["analytic"], bf16["analytic"]
     assert b["frozen_params"]["bytes"] * 2 == a["frozen_params"]["bytes"]

@@ -2,7 +2,7 @@
 exit, a clean stop on a non-finite loss, and config errors before anything compiles."""
 
 import json
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,20 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SHORT = ["--config.train.total_steps=12", "--config.optim.total_steps=12", "--config.optim.warmup_steps=2",
-         "--config.train.checkpoint_every=6", "--config.train.eval_every=12", "--config.train.log_every=1",
-         "--config.train.stats_batches=2", "--config.train.eval_batches=1"]
-
-
-def train(workdir, *overrides, expect_ok=True):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "liteframe_jax.train", "--config", "configs/ctd.py",
-                           "--workdir", str(workdir), *SHORT, *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if expect_ok:
-        assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
-    return proc
+from tests.train.ctd_cli import ROOT, STEPS, env, train
 
 
 def records(workdir):
@@ -38,50 +25,65 @@ def final_params(workdir):
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    work = tmp_path_factory.mktemp("straight")
-    train(work)
-    return work
+def straight(ctd_straight_run):
+    return ctd_straight_run
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """A run stopped as if interrupted after step 3 (a checkpoint step): (workdir, process). Tests that continue
+    it work on copies."""
+    work = tmp_path_factory.mktemp("stopped") / "run"
+    return work, train(work, "--config.train.stop_at_step=3")
+
+
+def copy_of(stopped, dst):
+    shutil.copytree(stopped[0], dst)
+    return dst
 
 
 def test_a_run_logs_metrics_evaluates_and_checkpoints(straight):
     recs = records(straight)
     train_recs = [r for r in recs if "loss" in r]
-    assert [r["step"] for r in train_recs] == list(range(1, 13))
+    assert [r["step"] for r in train_recs] == list(range(1, 7))
     assert train_recs[-1]["loss"] < train_recs[0]["loss"]
     evals = [r for r in recs if "eval/cosine" in r]
     assert evals and {"eval/cka", "eval/normalized_mse"} <= set(evals[-1])
     assert list((straight / "tensorboard").iterdir())
     assert (straight / "target_stats.json").is_file() and (straight / "config.json").is_file()
-    assert sorted(int(p.name) for p in (straight / "checkpoints").iterdir() if p.name.isdigit()) == [6, 12]
+    assert sorted(int(p.name) for p in (straight / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6]
 
 
-def test_interrupted_and_resumed_run_reproduces_the_straight_run(straight, tmp_path):
-    work = tmp_path / "resumed"
-    first = train(work, "--config.train.stop_at_step=6")
-    assert "stopping at step 6" in first.stderr
-    assert max(r["step"] for r in records(work)) == 6
-    second = train(work)  # the same command again: resumes from step 6, data iterator included
-    assert "resuming at step 6" in second.stderr
+def test_interrupted_and_resumed_run_reproduces_the_straight_run(straight, stopped, tmp_path):
+    first = stopped[1]
+    assert "stopping at step 3" in first.stderr
+    assert max(r["step"] for r in records(stopped[0])) == 3
+    work = copy_of(stopped, tmp_path / "resumed")
+    second = train(work)  # the same command again: resumes from step 3, data iterator included
+    assert "resuming at step 3" in second.stderr
     a = [r["loss"] for r in records(straight) if "loss" in r]
     b = [r["loss"] for r in records(work) if "loss" in r]
     assert b == a  # identical, step for step
     step_a, params_a = final_params(straight)
     step_b, params_b = final_params(work)
-    assert step_a == step_b == 12
+    assert step_a == step_b == 6
     import jax
     jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
 
 
-def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    work = tmp_path / "nan"
-    train(work, "--config.train.stop_at_step=6")
-    proc = train(work, "--config.optim.peak_lr=1e30", expect_ok=False)
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(stopped, tmp_path):
+    work = copy_of(stopped, tmp_path / "nan")
+    # a NaN in the run's saved target statistics makes the next loss non-finite; the statistics are an argument of
+    # the compiled step, so (unlike e.g. a huge learning rate) this needs no new compilation
+    stats = json.loads((work / "target_stats.json").read_text())
+    stats["mean"][0] = float("nan")
+    (work / "target_stats.json").write_text(json.dumps(stats))
+    proc = train(work, expect_ok=False)
     assert proc.returncode == 1
-    assert "non-finite loss at step" in proc.stderr and "last good checkpoint (step 6)" in proc.stderr
+    assert "non-finite loss at step" in proc.stderr and "last good checkpoint (step 3)" in proc.stderr
     steps = sorted(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps == [6]
-    assert final_params(work)[0] == 6
+    assert steps == [3]
+    assert final_params(work)[0] == 3
 
 
 def test_impossible_config_is_rejected_before_compiling(tmp_path):
@@ -97,10 +99,11 @@ def test_help_explains_the_entry_point():
 
 
 def test_training_from_a_precomputed_teacher_cache_equals_online_training(tmp_path):
-    no_aug = ["--config.data.random_resized_crop_scale=None", "--config.data.hflip=False"]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    # 64 videos: the 6 steps' 48 training clips without repeats (the teacher pass covers every video)
+    no_aug = ["--config.data.random_resized_crop_scale=None", "--config.data.hflip=False",
+              "--config.data.synthetic_videos=64"]
     proc = subprocess.run([sys.executable, "-m", "experiments.precompute_teacher", "--config", "configs/ctd.py",
-                           "--out", str(tmp_path / "cache"), *no_aug], cwd=ROOT, env=env, capture_output=True,
+                           "--out", str(tmp_path / "cache"), *no_aug], cwd=ROOT, env=env(), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "cache").is_dir() and not list(tmp_path.glob("cache.partial*"))
@@ -137,7 +140,7 @@ def test_unreadable_videos_are_skipped_counted_and_reported_while_training_conti
     bad_in_train = [n for i, n in enumerate(entry["video"] for entry in lines) if i in train_ids and i >= 16]
     assert bad_in_train, "the split should leave at least one bad file in training"
     recs = [r for r in records(work) if "loss" in r]
-    assert recs[-1]["step"] == 12 and recs[-1]["skipped_examples"] >= len(bad_in_train)
+    assert recs[-1]["step"] == 6 and recs[-1]["skipped_examples"] >= len(bad_in_train)
     for name in bad_in_train:
         assert f"skipped unreadable example: {tmp_path / name}" in proc.stderr, name
     assert "unreadable examples in total" in proc.stderr
@@ -148,11 +151,10 @@ def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tmp_path):
     import signal
     import time
 
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    long_run = [a for a in SHORT if "total_steps" not in a and "checkpoint_every" not in a] + [
+    long_run = [a for a in STEPS if "total_steps" not in a and "checkpoint_every" not in a] + [
         "--config.train.total_steps=500", "--config.optim.total_steps=500", "--config.train.checkpoint_every=100"]
     proc = subprocess.Popen([sys.executable, "-m", "liteframe_jax.train", "--config", "configs/ctd.py",
-                             "--workdir", str(tmp_path), *long_run], cwd=ROOT, env=env,
+                             "--workdir", str(tmp_path), *long_run], cwd=ROOT, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 400

@@ -1,6 +1,7 @@
 """The CTD train step: sharding-invariant, learns, and never applies a non-finite update."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -72,12 +73,20 @@ def test_losses_are_the_same_on_one_device_and_on_eight_sharded_devices(teacher_
                    x.shape == fc1.shape for x in mu)
 
 
-def test_training_lowers_the_loss_and_raises_cosine_fidelity(teacher_params):
+@pytest.fixture(scope="module")
+def fsdp():
+    """A data x fsdp mesh with its train step (without donation, so the initial state stays usable) and eval step,
+    compiled once, and the initial state: shared by the tests below."""
     mesh = make_mesh({"data": 2, "fsdp": 4})
+    example = batches(1)[0]
+    return SimpleNamespace(mesh=mesh, state=init_state(SETUP, TX, mesh, seed=0),
+                           step=make_train_step(SETUP, TX, mesh, example, donate=False),
+                           evaluate=make_eval_step(SETUP, TX, mesh, example))
+
+
+def test_training_lowers_the_loss_and_raises_cosine_fidelity(teacher_params, fsdp):
     data = batches(1, seed=1) * 30  # fit one batch: a sanity check that gradients flow to every part
-    state = init_state(SETUP, TX, mesh, seed=0)
-    step = make_train_step(SETUP, TX, mesh, data[0], donate=False)
-    evaluate = make_eval_step(SETUP, TX, mesh, data[0])
+    state, step, evaluate = fsdp.state, fsdp.step, fsdp.evaluate
     before = evaluate(state["params"], teacher_params, STATS, data[0])
     for b in data:
         state, _ = step(state, teacher_params, STATS, b)
@@ -87,28 +96,25 @@ def test_training_lowers_the_loss_and_raises_cosine_fidelity(teacher_params):
     assert int(state["step"]) == 30
 
 
-def test_a_non_finite_loss_leaves_the_state_untouched(teacher_params):
-    mesh = make_mesh({"data": 8})
+def test_a_non_finite_loss_leaves_the_state_untouched(teacher_params, fsdp):
     data = batches(1)
-    state = init_state(SETUP, TX, mesh, seed=0)
-    step = make_train_step(SETUP, TX, mesh, data[0], donate=False)
+    state = fsdp.state
     bad = {"pixels": data[0]["pixels"].copy()}
     bad["pixels"][0, 0, 0, 0, 0] = np.nan
-    new, metrics = step(state, teacher_params, STATS, bad)
+    new, metrics = fsdp.step(state, teacher_params, STATS, bad)
     assert not bool(metrics["finite"])
     assert int(new["step"]) == 0
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), new["params"],
                  state["params"])
 
 
-def test_precomputed_targets_give_the_online_loss(teacher_params):
+def test_precomputed_targets_give_the_online_loss(teacher_params, fsdp):
     from liteframe_jax.compression.teacher_targets import teacher_targets
-    mesh = make_mesh({"data": 8})
     b = batches(1)[0]
     cached = {**b, "targets": np.asarray(teacher_targets(TEACHER, teacher_params, b["pixels"], SETUP.wap))}
-    state = init_state(SETUP, TX, mesh, seed=0)
-    online = make_eval_step(SETUP, TX, mesh, b)(state["params"], teacher_params, STATS, b)
-    offline = make_eval_step(SETUP, TX, mesh, cached)(state["params"], teacher_params, STATS, cached)
+    params = fsdp.state["params"]
+    online = fsdp.evaluate(params, teacher_params, STATS, b)
+    offline = make_eval_step(SETUP, TX, fsdp.mesh, cached)(params, teacher_params, STATS, cached)
     np.testing.assert_allclose(float(offline["loss"]), float(online["loss"]), rtol=1e-6)
 
 

@@ -3,34 +3,19 @@ global 8-device mesh feeding their own halves of every batch, checkpoint from bo
 shape, and reproduce the single-process run's losses. Only process 0 logs."""
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from liteframe_jax.train.distributed import DistributedConfig, detected_cluster, should_initialize
-
-ROOT = Path(__file__).resolve().parents[2]
-STEPS = ["--config.train.total_steps=6", "--config.optim.total_steps=6", "--config.optim.warmup_steps=2",
-         "--config.train.checkpoint_every=3", "--config.train.eval_every=6", "--config.train.log_every=1",
-         "--config.train.stats_batches=2", "--config.train.eval_batches=1"]
+from tests.train.ctd_cli import ROOT, command, env
 
 
 def _mesh(data, fsdp, tensor):
     return [f"--config.mesh.data={data}", f"--config.mesh.fsdp={fsdp}", f"--config.mesh.tensor={tensor}"]
-
-
-def _env(devices):
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-
-
-def _command(workdir, *extra):
-    return [sys.executable, "-m", "liteframe_jax.train", "--config", "configs/ctd.py", "--workdir", str(workdir),
-            *STEPS, *extra]
 
 
 def _free_port() -> int:
@@ -46,9 +31,9 @@ def launch_two_processes(workdir, logdir, *extra, timeout=600):
     port = _free_port()
     logdir.mkdir(parents=True, exist_ok=True)
     logs = [open(logdir / f"process{i}.log", "w+") for i in range(2)]
-    procs = [subprocess.Popen(_command(workdir, *extra, f"--coordinator_address=localhost:{port}",
-                                       "--num_processes=2", f"--process_id={i}"),
-                              cwd=ROOT, env=_env(4), stdout=logs[i], stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen(command(workdir, *extra, f"--coordinator_address=localhost:{port}",
+                                      "--num_processes=2", f"--process_id={i}"),
+                              cwd=ROOT, env=env(4), stdout=logs[i], stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
     deadline = time.time() + timeout
     try:
@@ -82,12 +67,9 @@ def losses(workdir):
 
 
 @pytest.fixture(scope="module")
-def single_process(tmp_path_factory):
-    work = tmp_path_factory.mktemp("single")
-    proc = subprocess.run(_command(work, *_mesh(8, 1, 1)), cwd=ROOT, env=_env(8), capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return work
+def single_process(ctd_straight_run):
+    """The same run in one process: the default mesh, data parallel over all 8 devices."""
+    return ctd_straight_run
 
 
 def test_two_processes_train_checkpoint_and_resume_on_another_mesh_like_one_process(single_process, tmp_path):
