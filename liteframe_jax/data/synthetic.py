@@ -50,15 +50,20 @@ class SyntheticVideoSpec:
     def __post_init__(self):
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
-        if self.size < 16:
-            raise ValueError(f"size must be >= 16 pixels, got {self.size}")
+        check_render_fields(self)
         if not 1 <= self.min_objects <= self.max_objects <= len(PALETTE):
             raise ValueError(f"need 1 <= min_objects <= max_objects <= {len(PALETTE)}, "
                              f"got {self.min_objects}, {self.max_objects}")
-        if not 0 <= self.background_noise <= 20:
-            raise ValueError(f"background_noise must be in [0, 20], got {self.background_noise}")
-        if self.seed < 0 or self.fps <= 0:
-            raise ValueError(f"seed must be >= 0 and fps > 0, got seed={self.seed}, fps={self.fps}")
+
+
+def check_render_fields(spec) -> None:
+    """The rendering fields every synthetic spec shares (size, background_noise, seed, fps); ValueError."""
+    if spec.size < 16:
+        raise ValueError(f"size must be >= 16 pixels, got {spec.size}")
+    if not 0 <= spec.background_noise <= 20:
+        raise ValueError(f"background_noise must be in [0, 20], got {spec.background_noise}")
+    if spec.seed < 0 or spec.fps <= 0:
+        raise ValueError(f"seed must be >= 0 and fps > 0, got seed={spec.seed}, fps={spec.fps}")
 
 
 @dataclasses.dataclass(frozen=True)

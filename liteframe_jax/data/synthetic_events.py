@@ -23,7 +23,7 @@ import operator
 
 import numpy as np
 
-from liteframe_jax.data.synthetic import PALETTE, SHAPES, shape_mask
+from liteframe_jax.data.synthetic import PALETTE, SHAPES, check_render_fields, shape_mask
 
 KIND = "events"
 MAX_REPEATS = 3
@@ -52,8 +52,7 @@ class EventVideoSpec:
     def __post_init__(self):
         if self.kind != KIND:
             raise ValueError(f"kind must be {KIND!r}, got {self.kind!r}")
-        if self.size < 16:
-            raise ValueError(f"size must be >= 16 pixels, got {self.size}")
+        check_render_fields(self)
         if not 1 <= self.min_event_frames <= self.max_event_frames or self.min_gap_frames < 1:
             raise ValueError(f"need 1 <= min_event_frames <= max_event_frames and min_gap_frames >= 1, got "
                              f"{self.min_event_frames}, {self.max_event_frames}, {self.min_gap_frames}")
@@ -62,10 +61,6 @@ class EventVideoSpec:
             raise ValueError(f"num_frames must be >= {need} to fit {MAX_EVENTS} events of up to "
                              f"{self.max_event_frames} frames with gaps of {self.min_gap_frames}, "
                              f"got {self.num_frames}")
-        if not 0 <= self.background_noise <= 20:
-            raise ValueError(f"background_noise must be in [0, 20], got {self.background_noise}")
-        if self.seed < 0 or self.fps <= 0:
-            raise ValueError(f"seed must be >= 0 and fps > 0, got seed={self.seed}, fps={self.fps}")
 
 
 @dataclasses.dataclass(frozen=True)
