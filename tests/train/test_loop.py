@@ -244,12 +244,17 @@ def test_a_stop_signal_checkpoints_the_current_step_and_a_rerun_continues_exactl
 
 
 def test_a_second_interrupt_stops_at_once():
-    stop = loop.StopRequest()
-    with stop, pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop.signal_name == "SIGINT"
-        os.kill(os.getpid(), signal.SIGINT)  # the previous handler (Python's) raises KeyboardInterrupt
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # start from Python's own SIGINT handler, whatever an earlier test in this process left installed
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        stop = loop.StopRequest()
+        with stop, pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.signal_name == "SIGINT"
+            os.kill(os.getpid(), signal.SIGINT)  # the previous handler (Python's) raises KeyboardInterrupt
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 class BrokenEvalTask(ToyTask):
