@@ -4,10 +4,14 @@
 A clip (default 128 frames of 112 x 112 pixels at 8 fps) shows, over a grey background as in synthetic.py:
   * a persistent object, visible and static in every frame, in one quadrant of the frame;
   * a repeated object that appears `repeats` times (0..MAX_REPEATS), each time briefly;
-  * NUM_SINGLES one-off objects, each appearing once, briefly.
+  * NUM_SINGLES one-off objects, each appearing once, briefly;
+  * 1..max_flashes screen flashes: for flash_frames frames the whole background takes one colour (the same for
+    every flash of a clip, a colour no object has), objects stay drawn on top.
 Each brief appearance (an event) lasts min_event_frames..max_event_frames frames at a fixed box in one of the three
 quadrants the persistent object leaves free. Events never overlap in time (at least min_gap_frames between two),
 so their order is strict and two appearances of the repeated object are always separated by frames without it.
+Flashes are timed independently of the objects' events, with the same minimum gap between two flashes; they are
+drawn from a random stream of their own, so switching them off (max_flashes=0) leaves everything else unchanged.
 All objects have distinct palette colours, and every object's side is MIN_SIDE..MAX_SIDE of the frame side, so
 at 56 x 56 pixels (4 x 4 patches of 14 pixels) an object fills most of a quadrant.
 
@@ -29,15 +33,18 @@ KIND = "events"
 MAX_REPEATS = 3
 NUM_SINGLES = 3
 MAX_EVENTS = MAX_REPEATS + NUM_SINGLES
+MAX_FLASHES = 4
 MIN_SIDE, MAX_SIDE = 0.34, 0.45  # object side as a share of the frame side; a quadrant is 0.5
 _STREAM = 0x657665  # keeps these clips' random streams apart from the shapes kind's for the same (seed, index)
+_FLASH_STREAM = 0x666C61
 
 
 @dataclasses.dataclass(frozen=True)
 class EventVideoSpec:
     """Clip shape and event timing. kind is always "events" (it names the kind in a record's `synthetic` dict);
     size is H = W in pixels; events last min_event_frames..max_event_frames frames with at least min_gap_frames
-    between two; background_noise and fps as in SyntheticVideoSpec."""
+    between two; 1..max_flashes screen flashes of flash_frames frames each (max_flashes=0: none);
+    background_noise and fps as in SyntheticVideoSpec."""
 
     kind: str = KIND
     num_frames: int = 128
@@ -48,6 +55,8 @@ class EventVideoSpec:
     min_event_frames: int = 4
     max_event_frames: int = 8
     min_gap_frames: int = 4
+    max_flashes: int = MAX_FLASHES
+    flash_frames: int = 6
 
     def __post_init__(self):
         if self.kind != KIND:
@@ -56,6 +65,13 @@ class EventVideoSpec:
         if not 1 <= self.min_event_frames <= self.max_event_frames or self.min_gap_frames < 1:
             raise ValueError(f"need 1 <= min_event_frames <= max_event_frames and min_gap_frames >= 1, got "
                              f"{self.min_event_frames}, {self.max_event_frames}, {self.min_gap_frames}")
+        if not 0 <= self.max_flashes <= MAX_FLASHES or self.flash_frames < 1:
+            raise ValueError(f"need 0 <= max_flashes <= {MAX_FLASHES} and flash_frames >= 1, got "
+                             f"{self.max_flashes}, {self.flash_frames}")
+        flashes = self.max_flashes * self.flash_frames + (self.max_flashes - 1) * self.min_gap_frames
+        if self.num_frames < flashes:
+            raise ValueError(f"num_frames must be >= {flashes} to fit {self.max_flashes} flashes of "
+                             f"{self.flash_frames} frames with gaps of {self.min_gap_frames}, got {self.num_frames}")
         need = MAX_EVENTS * self.max_event_frames + (MAX_EVENTS - 1) * self.min_gap_frames
         if self.num_frames < need:
             raise ValueError(f"num_frames must be >= {need} to fit {MAX_EVENTS} events of up to "
@@ -86,7 +102,7 @@ class SyntheticEvent:
 class EventVideo:
     """A rendered clip: frames uint8 (T, H, W, 3); the persistent object (an event spanning all frames); the
     brief events sorted by start; the colour and shape of the repeated object (drawn in `repeats` of the events,
-    possibly none)."""
+    possibly none); the screen flashes sorted by start (full-frame boxes, all of one colour)."""
 
     index: int
     spec: EventVideoSpec
@@ -95,6 +111,7 @@ class EventVideo:
     events: tuple[SyntheticEvent, ...]
     repeated: tuple[str, str]
     background_level: int
+    flashes: tuple[SyntheticEvent, ...] = ()
 
     @property
     def video_id(self) -> str:
@@ -124,6 +141,7 @@ class EventVideo:
             "repeated": {"color": self.repeated[0], "shape": self.repeated[1],
                          "repeats": len(self.appearances(self.repeated[0]))},
             "events": [e.to_dict() for e in self.events],
+            "flashes": [f.to_dict() for f in self.flashes],
         }
 
 
@@ -147,15 +165,17 @@ def event_starts(rng: np.random.Generator, durations: np.ndarray, num_frames: in
     return cuts + np.concatenate([[0], np.cumsum(durations[:-1] + gap)]).astype(np.int64)
 
 
-def _render(spec: EventVideoSpec, objects, level: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 (T, H, W, 3): the grey background (textured when spec.background_noise) with every object drawn in
-    its frames."""
+def _render(spec: EventVideoSpec, objects, flashes, level: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (T, H, W, 3): the grey background (textured when spec.background_noise), in the flashes' frames
+    their colour with the same texture, with every object drawn in its frames."""
     size = spec.size
-    background = np.full((size, size, 1), level, np.int16)
+    noise = np.zeros((size, size, 1), np.int16)
     if spec.background_noise:
-        background += rng.integers(-spec.background_noise, spec.background_noise + 1, (size, size, 1), np.int16)
+        noise = rng.integers(-spec.background_noise, spec.background_noise + 1, (size, size, 1), np.int16)
     frames = np.empty((spec.num_frames, size, size, 3), np.uint8)
-    frames[:] = background.astype(np.uint8)
+    frames[:] = np.clip(level + noise, 0, 255).astype(np.uint8)
+    for flash in flashes:
+        frames[flash.start:flash.end] = np.clip(np.asarray(PALETTE[flash.color], np.int16) + noise, 0, 255)
     for obj in objects:
         x0, y0, x1, y1 = obj.box
         frames[obj.start:obj.end, y0:y1, x0:x1][:, shape_mask(obj.shape, x1 - x0)] = PALETTE[obj.color]
@@ -182,5 +202,19 @@ def make_event_video(index: int, spec: EventVideoSpec = EventVideoSpec()) -> Eve
                                   _box_in_quadrant(rng, spec.size, quadrants[rng.integers(1, 4)]))
                    for k, s, d in zip(who, starts, durations))
     level = int(rng.integers(25, 70))
-    frames = _render(spec, (persistent, *events), level, rng)
-    return EventVideo(index, spec, frames, persistent, events, (colors[1], shapes[1]), level)
+    flashes = _flashes(spec, index, colors)
+    frames = _render(spec, (persistent, *events), flashes, level, rng)
+    return EventVideo(index, spec, frames, persistent, events, (colors[1], shapes[1]), level, flashes)
+
+
+def _flashes(spec: EventVideoSpec, index: int, used_colors) -> tuple[SyntheticEvent, ...]:
+    """1..spec.max_flashes full-frame flashes of one colour no object has, from their own random stream."""
+    if not spec.max_flashes:
+        return ()
+    rng = np.random.default_rng([spec.seed, index, _FLASH_STREAM])
+    unused = [c for c in PALETTE if c not in used_colors]
+    color = unused[rng.integers(len(unused))]
+    n = int(rng.integers(1, spec.max_flashes + 1))
+    starts = event_starts(rng, np.full(n, spec.flash_frames), spec.num_frames, spec.min_gap_frames)
+    box = (0, 0, spec.size, spec.size)
+    return tuple(SyntheticEvent(color, "square", int(s), int(s) + spec.flash_frames, box) for s in starts)

@@ -17,15 +17,18 @@ SYNTHETIC_BENCHMARKS, build either with `build_synthetic_benchmark` / `synthetic
   "shapes"  `make_synthetic_video` clips (16 frames by default), tasks color, shape, motion, count, order;
   "events"  `make_event_video` long clips (128 frames by default) with brief, sparse events, tasks event_count
             ("How many times does the red square appear?", 0..3), event_order (which of three one-off objects
-            appears first), event_presence (which of four objects appears at all; three are absent), and the
+            appears first), event_presence (which of four objects appears at all; three are absent), flash_color
+            (the colour of the brief full-screen flashes) and flash_count (how many flashes, 1..4), and the
             static persistent_color / persistent_shape questions about the object visible in every frame.
 
 Evidence groups are chosen for a reader that takes the sampled frames at face value (what no sampled frame shows
 did not happen): it answers right exactly when every group is hit.
   color, shape, persistent_*, event_presence: one group, the frames where the asked-about object is visible;
+  flash_color: one group, the frames of all flashes (any one shows the colour);
   count: one group per object (its visible frames);
   event_count: one group per appearance, plus one per gap between two appearances (the frames between them:
       without a sampled frame there, two appearances look like one); no groups when the answer is 0;
+  flash_count: the same groups for the flashes;
   order, event_order: one group, the frames where the first object is visible before any other option's object
       has appeared (absent options need no frames);
   motion: two groups, the early and the late half of the object's visible frames, split between two different
@@ -48,8 +51,8 @@ import numpy as np
 
 from liteframe_jax.data.synthetic import (MOTIONS, PALETTE, SHAPES, SyntheticVideo, SyntheticVideoSpec,
                                           make_synthetic_video)
-from liteframe_jax.data.synthetic_events import (KIND as EVENTS_KIND, MAX_REPEATS, EventVideo, EventVideoSpec,
-                                                 make_event_video)
+from liteframe_jax.data.synthetic_events import (KIND as EVENTS_KIND, MAX_FLASHES, MAX_REPEATS, EventVideo,
+                                                 EventVideoSpec, make_event_video)
 
 LETTERS = string.ascii_uppercase
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -65,6 +68,8 @@ EVENT_QUESTION_TEMPLATES = {
     "event_count": "How many times does {object} appear?",
     "event_order": "Which of these appears first?",
     "event_presence": "Which of these appears in the video?",
+    "flash_color": "What colour does the screen flash?",
+    "flash_count": "How many times does the screen flash?",
     "persistent_color": "What colour is the {shape} that is always visible?",
     "persistent_shape": "What shape is the {color} object that is always visible?",
 }
@@ -435,12 +440,14 @@ def synthetic_questions(video: SyntheticVideo, rng: np.random.Generator) -> list
 # ---------------------------------------------------------------------------------------- events benchmark
 
 def event_questions(video: EventVideo, rng: np.random.Generator) -> list[QARecord]:
-    """Five multiple-choice questions about one events clip (module doc), one per task, with their evidence:
+    """Multiple-choice questions about one events clip (module doc), one per task, with their evidence:
     event_count about the repeated object (options 0..3), event_order over the one-off objects plus one absent
-    object, event_presence with one one-off object and three absent ones, persistent_color and persistent_shape.
-    Absent objects have colours no object in the clip has, so exactly one option is right."""
+    object, event_presence with one one-off object and three absent ones, persistent_color and persistent_shape,
+    and when the clip has flashes flash_color (against absent and one-off colours) and flash_count (1..4).
+    Absent objects have colours nothing in the clip has, so exactly one option is right."""
     persistent, singles, t_total = video.persistent, video.singles, video.spec.num_frames
-    used = {persistent.color, video.repeated[0], *(e.color for e in singles)}
+    flashes = video.flashes
+    used = {persistent.color, video.repeated[0], *(e.color for e in singles), *(f.color for f in flashes)}
     unused = [c for c in PALETTE if c not in used]
     absent = [describe(unused[i], SHAPES[rng.integers(len(SHAPES))]) for i in rng.permutation(len(unused))]
     records = []
@@ -468,6 +475,14 @@ def event_questions(video: EventVideo, rng: np.random.Generator) -> list[QARecor
     question = EVENT_QUESTION_TEMPLATES["persistent_shape"].format(color=persistent.color)
     records.append(_choice_record(video, "persistent_shape", question, persistent.shape, list(SHAPES), rng,
                                   everywhere))
+    if flashes:
+        color = flashes[0].color
+        records.append(_choice_record(video, "flash_color", EVENT_QUESTION_TEMPLATES["flash_color"], color,
+                                      unused + [e.color for e in singles], rng,
+                                      [sorted(t for f in flashes for t in f.frames)]))
+        records.append(_choice_record(video, "flash_count", EVENT_QUESTION_TEMPLATES["flash_count"],
+                                      str(len(flashes)), [str(k) for k in range(1, MAX_FLASHES + 1)], rng,
+                                      _count_evidence(flashes)))
     return records
 
 

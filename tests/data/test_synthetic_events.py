@@ -1,5 +1,6 @@
 """Events clips: deterministic, every object is drawn exactly in its recorded frames and box, events are brief,
-sparse and strictly ordered, objects are large enough for a 4 x 4-patch view, and rendering is cheap."""
+sparse and strictly ordered, flashes fill the frame in one new colour, objects are large enough for a 4 x 4-patch
+view, and rendering is cheap."""
 
 import json
 import time
@@ -8,11 +9,12 @@ import numpy as np
 import pytest
 
 from liteframe_jax.data.synthetic import PALETTE, SHAPES, shape_mask
-from liteframe_jax.data.synthetic_events import (MAX_REPEATS, NUM_SINGLES, EventVideoSpec, event_starts,
+from liteframe_jax.data.synthetic_events import (MAX_FLASHES, MAX_REPEATS, NUM_SINGLES, EventVideoSpec, event_starts,
                                                  make_event_video)
 
 SPEC = EventVideoSpec()
-SMALL = EventVideoSpec(num_frames=40, size=48, min_event_frames=2, max_event_frames=4, min_gap_frames=1, seed=5)
+SMALL = EventVideoSpec(num_frames=40, size=48, min_event_frames=2, max_event_frames=4, min_gap_frames=1, seed=5,
+                       background_noise=0, flash_frames=3)
 INDICES = range(30)
 
 
@@ -54,6 +56,7 @@ def test_default_clip_shape_type_and_id(videos):
 def test_each_object_is_drawn_exactly_in_its_frames_and_box_and_nowhere_else(videos):
     for v in videos + [make_event_video(i, SMALL) for i in range(10)]:
         colors, pixels = {v.persistent.color} | {e.color for e in v.events}, packed(v.frames)
+        covered = np.zeros(pixels.shape, bool)  # where some object is drawn
         for color in colors:
             drawn = color_pixels(pixels, color)
             objects = [v.persistent] if color == v.persistent.color else v.appearances(color)
@@ -62,16 +65,45 @@ def test_each_object_is_drawn_exactly_in_its_frames_and_box_and_nowhere_else(vid
                 x0, y0, x1, y1 = o.box
                 expected[o.start:o.end, y0:y1, x0:x1] = shape_mask(o.shape, x1 - x0)
             np.testing.assert_array_equal(drawn, expected, err_msg=f"{v.video_id} {color}")
-        for color in set(PALETTE) - colors:
+            covered |= expected
+        flash_colors = {f.color for f in v.flashes}
+        for color in flash_colors:  # a flash fills its frames wherever no object is drawn (no background noise
+            expected = np.zeros(pixels.shape, bool)  # in SMALL; the default's noise keeps some pixels off)
+            for f in v.flashes:
+                expected[f.start:f.end] = True
+            drawn = color_pixels(pixels, color)
+            assert not (drawn & ~expected).any() and not (drawn & covered).any(), v.video_id
+            if not v.spec.background_noise:
+                np.testing.assert_array_equal(drawn, expected & ~covered, err_msg=f"{v.video_id} flash")
+        for color in set(PALETTE) - colors - flash_colors:
             assert not color_pixels(pixels, color).any()
 
 
-def test_persistent_object_is_visible_and_still_in_every_frame(videos):
-    for v in videos:
-        p = v.persistent
-        assert (p.start, p.end) == (0, SPEC.num_frames)
-        drawn = color_pixels(packed(v.frames), p.color)
-        assert all(np.array_equal(drawn[t], drawn[0]) for t in range(SPEC.num_frames))
+def test_flashes_are_one_new_colour_full_frame_and_separated(videos):
+    counts = set()
+    for v in videos + [make_event_video(i, SMALL) for i in range(10)]:
+        spec = v.spec
+        assert 1 <= len(v.flashes) <= spec.max_flashes
+        assert len({f.color for f in v.flashes}) == 1
+        assert v.flashes[0].color not in {v.persistent.color} | {e.color for e in v.events}
+        for f in v.flashes:
+            assert f.end - f.start == spec.flash_frames and f.box == (0, 0, spec.size, spec.size)
+        for a, b in zip(v.flashes, v.flashes[1:]):
+            assert b.start - a.end >= spec.min_gap_frames
+        counts.add(len(v.flashes))
+    assert counts == set(range(1, MAX_FLASHES + 1))
+
+
+def test_switching_flashes_off_leaves_the_rest_of_the_clip_unchanged():
+    for i in range(5):
+        with_flashes, without = make_event_video(i, SPEC), make_event_video(i, EventVideoSpec(max_flashes=0))
+        assert without.flashes == ()
+        assert (with_flashes.persistent, with_flashes.events) == (without.persistent, without.events)
+        still = np.ones(SPEC.num_frames, bool)
+        for f in with_flashes.flashes:
+            still[f.start:f.end] = False
+        np.testing.assert_array_equal(with_flashes.frames[still], without.frames[still])
+        assert not np.array_equal(with_flashes.frames[~still], without.frames[~still])
 
 
 def test_events_are_brief_ordered_and_separated(videos):
@@ -121,6 +153,7 @@ def test_attributes_are_json_serializable(videos):
     attrs = videos[1].attributes()
     assert json.loads(json.dumps(attrs)) == attrs
     assert attrs["kind"] == "events" and len(attrs["events"]) == len(videos[1].events)
+    assert len(attrs["flashes"]) == len(videos[1].flashes)
 
 
 def test_event_starts_fill_the_clip_without_overlap():
@@ -136,7 +169,9 @@ def test_event_starts_fill_the_clip_without_overlap():
 
 @pytest.mark.parametrize("kwargs", [dict(kind="shapes"), dict(size=8), dict(min_event_frames=0),
                                     dict(min_event_frames=5, max_event_frames=4), dict(min_gap_frames=0),
-                                    dict(num_frames=60), dict(background_noise=21), dict(seed=-1), dict(fps=0)])
+                                    dict(num_frames=60), dict(background_noise=21), dict(seed=-1), dict(fps=0),
+                                    dict(max_flashes=-1), dict(max_flashes=MAX_FLASHES + 1), dict(flash_frames=0),
+                                    dict(flash_frames=40)])
 def test_spec_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         EventVideoSpec(**kwargs)

@@ -16,12 +16,28 @@ from liteframe_jax.data.video_qa import (LETTERS, QARecord, build_synthetic_benc
 
 SPEC = EventVideoSpec(num_frames=80, size=64, min_event_frames=2, max_event_frames=5, min_gap_frames=2, seed=2)
 NUM_VIDEOS = 40
-TASKS = {"event_count", "event_order", "event_presence", "persistent_color", "persistent_shape"}
+TASKS = {"event_count", "event_order", "event_presence", "persistent_color", "persistent_shape", "flash_color",
+         "flash_count"}
+NUM_OPTIONS = {"persistent_shape": 3, "event_presence": 3}  # else 4; presence: the clip leaves 2 unused colours
 
 
 @pytest.fixture(scope="module")
 def records():
     return build_synthetic_benchmark(SPEC, NUM_VIDEOS, seed=3)
+
+
+@pytest.fixture(scope="module")
+def flashed():
+    """video id -> (the one colour that covers most of some frame, bool (T,) those frames), from the pixels."""
+    out = {}
+    for i in range(NUM_VIDEOS):
+        v = make_event_video(i, SPEC)
+        f = v.frames.astype(np.int32)
+        share = {c: (np.abs(f - np.asarray(rgb)).max(-1) <= SPEC.background_noise).mean(axis=(1, 2))
+                 for c, rgb in PALETTE.items()}  # per frame, the share of pixels of that colour (+- the texture)
+        (color,) = [c for c in PALETTE if share[c].max() > 0.5]
+        out[v.video_id] = color, share[color] > 0.5
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +80,7 @@ def test_every_clip_gets_one_question_per_task(records):
 
 def test_options_hold_the_answer_exactly_once(records):
     for r in records:
-        assert len(set(r.options)) == len(r.options) == (3 if r.task == "persistent_shape" else 4), r.id
+        assert len(set(r.options)) == len(r.options) == NUM_OPTIONS.get(r.task, 4), r.id
         assert r.options.count(answer_text(r)) == 1
 
 
@@ -92,6 +108,18 @@ def test_presence_answer_is_the_only_option_in_the_video(records, shown):
         present = [o for o in r.options if shown[r.video][color_of(o)].any()]
         assert present == [answer_text(r)], r.id
         assert not shown[r.video][color_of(answer_text(r))].all()  # a brief event, not the persistent object
+
+
+def test_flash_answers_are_the_colour_filling_the_frame_and_its_separate_runs(records, flashed):
+    counts = set()
+    for r in by_task(records, "flash_color"):
+        color, frames = flashed[r.video]
+        assert answer_text(r) == color and frames.any(), r.id
+    for r in by_task(records, "flash_count"):
+        assert int(answer_text(r)) == len(runs(flashed[r.video][1])), r.id
+        assert sorted(r.options) == ["1", "2", "3", "4"]
+        counts.add(answer_text(r))
+    assert counts == {"1", "2", "3", "4"}
 
 
 def test_persistent_answers_are_the_object_visible_in_every_frame(records, shown):
@@ -124,6 +152,15 @@ def test_count_evidence_is_each_appearance_and_each_gap_between_two(records, sho
 def test_order_and_presence_evidence_is_the_answer_objects_frames(records, shown):
     for r in by_task(records, "event_order") + by_task(records, "event_presence"):
         assert r.evidence == (tuple(np.flatnonzero(shown[r.video][color_of(answer_text(r))]).tolist()),), r.id
+
+
+def test_flash_evidence_is_any_flash_for_the_colour_and_each_flash_and_gap_for_the_count(records, flashed):
+    for r in by_task(records, "flash_color"):
+        assert r.evidence == (tuple(np.flatnonzero(flashed[r.video][1]).tolist()),), r.id
+    for r in by_task(records, "flash_count"):
+        flashes = runs(flashed[r.video][1])
+        gaps = [(a[1], b[0]) for a, b in zip(flashes, flashes[1:])]
+        assert r.evidence == tuple(tuple(range(s, e)) for s, e in flashes + gaps), r.id
 
 
 def test_persistent_evidence_is_every_frame(records):
