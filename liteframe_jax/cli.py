@@ -16,7 +16,10 @@ def run(main) -> None:
     """`absl.app.run(main)` with quiet library logs and exit code 0 for --help (absl exits 1 after usage)."""
 
     def quiet_main(argv):
+        from liteframe_jax.checkpoints.orbax_reports import quiet_background_failure_reports
+
         logging.set_verbosity(logging.WARNING)  # orbax/absl INFO lines would drown the progress output
+        quiet_background_failure_reports()  # a failed orbax read/write is reported once, as an error line
         try:
             return main(argv)
         except OSError as e:  # disk full, permission denied, symlink loop, ...: one line, not a traceback
