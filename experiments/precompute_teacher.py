@@ -13,12 +13,10 @@ from __future__ import annotations
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from liteframe_jax.cli import run
+from liteframe_jax.cli import define_config_flag, run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "CTD experiment config (teacher, wap, data).",
-                                          lock_config=True)
+_CONFIG = define_config_flag("config", "CTD experiment config (teacher, wap, data); --config.a.b=VALUE sets a field.")
 _OUT = flags.DEFINE_string("out", None, "Cache directory to create.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Clips per teacher forward.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing cache.")

@@ -15,6 +15,7 @@ is the model's visual path (`model.visual`, models.visual_path); the LLM part is
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import jax
@@ -201,9 +202,13 @@ class VideoLLM:
     def _decode(self, ids, visual, mask, max_new_tokens: int, eos_token_id) -> np.ndarray:
         """Greedy decoding of checked prompts; positions after end-of-sequence hold the pad id (else the eos id)."""
         c = self.llm_config
-        if ids.shape[1] + max_new_tokens > c.text.max_position_embeddings and c.text.rope_scaling != "none":
-            raise ValueError(f"prompt + new tokens exceed max_position_embeddings="
-                             f"{c.text.max_position_embeddings}; dynamic RoPE scaling is not implemented")
+        if ids.shape[1] + max_new_tokens > c.text.max_position_embeddings:
+            if c.text.rope_scaling != "none":
+                raise ValueError(f"prompt + new tokens exceed max_position_embeddings="
+                                 f"{c.text.max_position_embeddings}; dynamic RoPE scaling is not implemented")
+            warnings.warn(f"the prompt ({ids.shape[1]} tokens) + {max_new_tokens} new tokens exceed the model's "
+                          f"max_position_embeddings={c.text.max_position_embeddings}: positions beyond it were never "
+                          "trained and answers may degrade (use fewer frames)", stacklevel=3)
         tokens = np.asarray(_generate(c, self.params["llm"], ids, visual, mask, max_new_tokens))
         eos = c.eos_token_id if eos_token_id == "config" else eos_token_id
         if eos is not None:

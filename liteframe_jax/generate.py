@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,11 @@ def main(argv):
         tokens = model.num_visual_tokens(f.frames, pixels.shape[1:3])
         _log(f"decoded in {t2 - t1:.2f}s; {tokens} visual tokens ({model.frames_per_group} frame(s) per group); "
              "generating ...")
-        text = answer(model, pixels, f.question, f.max_new_tokens, f.system_message)
+        with warnings.catch_warnings(record=True) as said:  # e.g. a prompt longer than the model's positions
+            warnings.simplefilter("always")
+            text = answer(model, pixels, f.question, f.max_new_tokens, f.system_message)
+        for w in said:
+            _log(f"warning: {w.message}")
         _log(f"answered in {time.perf_counter() - t2:.2f}s (includes compilation)")
     except (ValueError, FileNotFoundError, VideoDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)

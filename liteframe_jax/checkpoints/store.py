@@ -18,6 +18,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from liteframe_jax.partial_writes import new_partial, remove_stale_partials
+
 CONFIG_FILE = "liteframe.json"
 PARAMS_DIR = "params"
 FORMAT_VERSION = 1
@@ -29,12 +31,15 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
 
 @contextlib.contextmanager
 def atomic_directory(dst: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yields a temporary directory that becomes `dst` on success and is deleted on any failure."""
+    """Yields a temporary directory that becomes `dst` on success and is deleted on any failure. Unfinished
+    writes of `dst` that killed processes left (kill -9 allows no clean-up) are removed first (partial_writes)."""
     dst = Path(dst).absolute()
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} already exists (pass overwrite to replace it)")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.partial-{uuid.uuid4().hex[:8]}"
+    prefix = str(dst.parent / f".{dst.name}.partial-")
+    remove_stale_partials(prefix, str(dst))
+    tmp = Path(new_partial(prefix))
     tmp.mkdir()
     try:
         yield tmp

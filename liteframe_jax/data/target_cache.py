@@ -9,9 +9,10 @@ Layout of a cache directory:
                       (-1: synthetic / unknown)
     written/          zarr3 bool (N,): which examples hold a target
 
-Completion is atomic: the writer fills a sibling directory `<path>.partial-<id>` and renames it to `<path>` only in
-`close()`, after writing cache.json. A directory at `path` therefore is always a finished cache; a crashed writer
-leaves only the `.partial-*` directory (the reader says so). One writer process per cache.
+Completion is atomic: the writer fills a sibling directory `<path>.partial-<host>-<pid>-<id>` and renames it to
+`<path>` only in `close()`, after writing cache.json. A directory at `path` therefore is always a finished cache; a
+crashed writer leaves only the `.partial-*` directory (the reader says so), which the next writer of `path` removes
+(liteframe_jax.partial_writes). One writer process per cache.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import tensorstore as ts
+
+from liteframe_jax.partial_writes import new_partial, remove_stale_partials
 
 FORMAT = "liteframe_jax.target_cache"
 VERSION = 1
@@ -100,7 +103,8 @@ class TargetCacheWriter:
             raise TargetCacheError(f"metadata must be JSON-serializable: {e}") from None
         if os.path.exists(self.path) and not overwrite:
             raise TargetCacheError(f"{self.path} already exists (pass overwrite=True to replace it)")
-        self._tmp = f"{self.path}.partial-{uuid.uuid4().hex[:8]}"
+        remove_stale_partials(f"{self.path}.partial-", f"target cache {self.path}")
+        self._tmp = new_partial(f"{self.path}.partial-")
         os.makedirs(self._tmp)
         n = self.num_examples
         self._targets = _create(self._tmp, "targets", (n, *self.target_shape), dtype, (1, *self.target_shape), 0.0)

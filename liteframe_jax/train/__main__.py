@@ -20,12 +20,12 @@ from __future__ import annotations
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
+from liteframe_jax.cli import define_config_flag
 from liteframe_jax.cli import run as run_cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/ctd.py:variant=tiny.",
-                                          lock_config=True)
+_CONFIG = define_config_flag("config", "Experiment config file, e.g. configs/ctd.py:variant=tiny; any field can "
+                                       "be set with --config.a.b=VALUE (lists as 32,32 or '[32, 32]').")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; re-use it to resume).")
 _DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                                   "Call jax.distributed.initialize: auto = when the flags below are given or a "

@@ -4,7 +4,9 @@ resume on a different mesh."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from liteframe_jax.checkpoints.orbax_reports import closed_loop_reports_dropped
 
 
 class CheckpointError(RuntimeError):
@@ -21,6 +25,16 @@ class CheckpointError(RuntimeError):
 def _one_line(e: Exception) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+def _os_reason(e: Exception) -> str:
+    """'No space left on device: ' when an exception carries an OS error code (an OSError, or tensorstore's
+    "[os_error_code='28']" text), else ''."""
+    code = e.errno if isinstance(e, OSError) else None
+    found = re.search(r"os_error_code='(\d+)'", str(e))
+    if code is None and found:
+        code = int(found.group(1))
+    return f"{os.strerror(code)}: " if code else ""
 
 
 class TrainCheckpointer:
@@ -35,15 +49,19 @@ class TrainCheckpointer:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=use_async)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "data", "meta"))
+        self._writing: int | None = None  # the step of the last save started
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state, data_state: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Starts an async save of `step` (the caller decides when a save is due)."""
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)),
-            force=True)
+        """Starts an async save of `step` (the caller decides when a save is due). A failed write (a full disk,
+        ...) of this or the previous save raises CheckpointError here or in `wait` / `close`."""
+        with self._write_failures_said():
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+                meta=ocp.args.JsonSave(meta)), force=True)
+        self._writing = step
 
     def restore(self, abstract_state, step: int | None = None, log=print):
         """(step, state, data_state, meta) of `step` (default: the newest readable one).
@@ -53,13 +71,18 @@ class TrainCheckpointer:
         aside to `unreadable_dir` (never deleted), each said in one `log` line, and the run resumes from the older
         one. When no checkpoint can be read, CheckpointError says why in one line (a changed model config is the
         usual cause) and nothing is moved."""
-        if step is not None:
-            return self._restore(step, abstract_state)
+        with closed_loop_reports_dropped():
+            if step is not None:
+                return self._restore(step, abstract_state)
+            return self._restore_newest_readable(abstract_state, log)
+
+    def _restore_newest_readable(self, abstract_state, log):
+        """`restore` without a step: newest first, moving unreadable newer steps aside once an older one reads."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         failures = []
-        for i, candidate in enumerate(steps):
+        for candidate in steps:
             try:
                 result = self._restore(candidate, abstract_state)
             except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for unreadable files
@@ -102,16 +125,30 @@ class TrainCheckpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         try:
-            return self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+            with closed_loop_reports_dropped():
+                return self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
         except Exception:  # noqa: BLE001 - see restore
             return None
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._write_failures_said():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+    @contextlib.contextmanager
+    def _write_failures_said(self):
+        """An exception of an orbax write (raised by the writing thread, or later by orbax when waiting for it)
+        -> CheckpointError naming the step, the folder and the OS's reason, in one line."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise ValueError, OSError, ... for failed writes
+            raise CheckpointError(f"writing checkpoint step {self._writing} to {self.directory} failed: "
+                                  f"{_os_reason(e)}{_one_line(e)}") from e
 
 
 def iterator_states(local_state: dict, **extra) -> dict:

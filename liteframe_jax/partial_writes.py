@@ -1,0 +1,60 @@
+"""Unfinished writes: the sibling folders (`<prefix>HOST-PID-ID`) that atomic writers fill before renaming them
+into place, and the removal of those a killed writer left behind.
+
+A writer names its folder with its host and process id. On the next write of the same destination, a folder of a
+process of this host that no longer runs is stale: it is removed and named in one line. Folders of live processes
+(another writer at work) or of other hosts are left alone; folders named without host and process (older
+versions) are named as left alone, for the user to remove.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import sys
+import uuid
+
+
+def new_partial(prefix: str) -> str:
+    """A fresh unfinished-write path `<prefix>HOST-PID-ID` (not created)."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _writer(path: str, prefix: str) -> tuple[str, int] | None:
+    """(host, pid) from a path `new_partial(prefix)` made; None for another naming."""
+    parts = path[len(prefix):].rsplit("-", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def remove_stale_partials(prefix: str, what: str) -> list[str]:
+    """Removes the unfinished writes `<prefix>*` of processes of this host that no longer run, saying so in one
+    line on stderr (`what` names the destination); returns the removed paths."""
+    removed, unknown = [], []
+    for path in sorted(glob.glob(glob.escape(prefix) + "*")):
+        writer = _writer(path, prefix)
+        if writer is None:
+            unknown.append(path)
+        elif writer[0] == socket.gethostname() and not _alive(writer[1]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        print(f"removed {len(removed)} unfinished write(s) of {what} left by stopped processes: {', '.join(removed)}",
+              file=sys.stderr)
+    if unknown:
+        print(f"left alone {len(unknown)} unfinished write(s) of {what} of unknown writers (remove them if nothing "
+              f"else writes {what}): {', '.join(unknown)}", file=sys.stderr)
+    return removed
