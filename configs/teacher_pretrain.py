@@ -1,7 +1,7 @@
 """Teacher pre-training: the tiny InternVL3-shaped model (vision tower + projector + LLM, all trainable, from
 random init) learns the synthetic video-QA domain, standing in for a pretrained InternVL3 in the CPU demo.
 
-    python -m liteframe_jax.train --config configs/teacher_pretrain.py[:steps=1500,frames=16,text_layers=2]
+    python -m liteframe_jax.train --config configs/teacher_pretrain.py[:steps=3000,frames=8,vision_layers=4]
         --workdir DIR
 
 It is the LMA trainer (config.kind "lma") through the teacher's own visual path with every group trainable; the
@@ -16,8 +16,8 @@ from configs.common import parse_arg
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, choices={"benchmark": ("events", "shapes")}, steps=1500, frames=16, videos=2000,
-                     benchmark="events", batch_size=8, vision_layers=2, text_layers=2)
+    args = parse_arg(arg, choices={"benchmark": ("events", "shapes")}, steps=3000, frames=8, videos=2000,
+                     benchmark="events", batch_size=8, vision_layers=4, text_layers=2)
     if args.steps < 2 or args.frames < 1 or args.videos < 1:
         raise ValueError(f"need steps >= 2, frames >= 1 and videos >= 1, got {args.steps}, {args.frames}, "
                          f"{args.videos}")
