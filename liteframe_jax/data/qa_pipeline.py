@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import grain
 import numpy as np
 
+from liteframe_jax.config_base import ConfigBase
 from liteframe_jax.data.frames import normalize_frames
 from liteframe_jax.data.pipeline import DataError, DropSkipped, SkipStats, crop_resize
 from liteframe_jax.data.prompts import (DEFAULT_SYSTEM_MESSAGE, PromptTooLongError, encode_example, encode_prompt,
@@ -111,7 +112,8 @@ def prompt_ids(tokenizer, user_text: str, num_frames: int, layout: PromptLayout,
 
 
 @dataclasses.dataclass(frozen=True)
-class QADataConfig:
+class QADataConfig(ConfigBase):
+    config_name: ClassVar[str] = "QA data config"
     num_frames: int = 8
     image_size: tuple[int, int] = (448, 448)
     max_length: int = 512
@@ -124,7 +126,7 @@ class QADataConfig:
     max_initial_failures: int = 32
     answer_format: str = "letter"  # "letter" | "text": reply with the right option's letter or its text
 
-    def validate(self) -> "QADataConfig":
+    def problems(self) -> list[str]:
         e = []
         if self.num_frames < 1 or self.max_length < 8:
             e.append(f"num_frames={self.num_frames} must be >= 1 and max_length={self.max_length} >= 8")
@@ -134,9 +136,7 @@ class QADataConfig:
             e.append(f"image_size={self.image_size} must be (H, W)")
         if self.answer_format not in ANSWER_FORMATS:
             e.append(f"answer_format={self.answer_format!r} must be one of {ANSWER_FORMATS}")
-        if e:
-            raise ValueError("invalid QA data config:\n  - " + "\n  - ".join(e))
-        return self
+        return e
 
 
 class QALoader(grain.transforms.Map):
