@@ -42,7 +42,7 @@ import grain
 import numpy as np
 
 from liteframe_jax.config_base import ConfigBase
-from liteframe_jax.data.frames import normalize_frames
+from liteframe_jax.data.frames import normalize_frames, pad_with_last
 from liteframe_jax.data.synthetic import SyntheticVideoSpec, make_synthetic_video
 from liteframe_jax.data.synthetic_events import EventVideoSpec, make_event_video
 from liteframe_jax.data.video import VideoDecodeError, load_clip
@@ -427,11 +427,8 @@ class ClipLoader(grain.transforms.RandomMap):
         frames, idx = load_clip(self.examples.paths[index], t, size=None, sampling=cfg.sampling,
                                 fps=cfg.fps if cfg.sampling == "fps" else None, bound=bound,
                                 threads=cfg.decode_threads)
-        if len(idx) < t:  # fps sampling of a short span: pad by repeating the last frame
-            pad = t - len(idx)
-            frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
-            idx = np.concatenate([idx, np.repeat(idx[-1:], pad)])
-        return frames, idx.astype(np.int64)
+        # fps sampling of a short span: pad by repeating the last frame
+        return pad_with_last(frames, t), pad_with_last(idx, t).astype(np.int64)
 
     def random_map(self, element, rng: np.random.Generator) -> dict:
         index = int(element)

@@ -19,7 +19,7 @@ import grain
 import numpy as np
 
 from liteframe_jax.config_base import ConfigBase
-from liteframe_jax.data.frames import normalize_frames
+from liteframe_jax.data.frames import normalize_frames, pad_with_last
 from liteframe_jax.data.pipeline import DataError, DropSkipped, SkipStats, crop_resize
 from liteframe_jax.data.prompts import (DEFAULT_SYSTEM_MESSAGE, PromptTooLongError, encode_example, encode_prompt,
                                         chat_prompt, video_prefix)
@@ -48,11 +48,9 @@ def record_frames(record: QARecord, num_frames: int, image_size: tuple[int, int]
         idx = segment_middle_indices(len(video.frames), num_frames)
         return crop_resize(video.frames[idx], tuple(image_size))
     bound = None if record.start is None else (float(record.start), float(record.end))
-    frames, idx = load_clip(record.video, num_frames, size=None, sampling=sampling,
-                            fps=fps if sampling == "fps" else None, bound=bound, threads=threads)
-    if len(idx) < num_frames:
-        frames = np.concatenate([frames, np.repeat(frames[-1:], num_frames - len(idx), axis=0)])
-    return crop_resize(frames, tuple(image_size))
+    frames, _ = load_clip(record.video, num_frames, size=None, sampling=sampling,
+                          fps=fps if sampling == "fps" else None, bound=bound, threads=threads)
+    return crop_resize(pad_with_last(frames, num_frames), tuple(image_size))
 
 
 def question_text(record: QARecord) -> str:
