@@ -14,6 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from liteframe_jax.compression.teacher_targets import teacher_targets
+from liteframe_jax.files import write_json
 from liteframe_jax.data.pipeline import DataConfig, build_dataset
 from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator
 from liteframe_jax.sharding import global_batch
@@ -66,7 +67,7 @@ class CTDTask:
         else:
             stats = self._estimate_stats(teacher)
             if jax.process_index() == 0:
-                stats_path.write_text(json.dumps(stats.to_dict()) + "\n")
+                write_json(stats_path, stats.to_dict(), indent=None)
         if self.config.train.target_cache:
             from liteframe_jax.data.target_cache import TargetCache
             TargetCache(self.config.train.target_cache).check_compatible(
