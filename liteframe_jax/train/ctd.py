@@ -15,27 +15,21 @@ from jax.experimental import multihost_utils
 
 from liteframe_jax.compression.teacher_targets import teacher_targets
 from liteframe_jax.files import write_json
-from liteframe_jax.data.pipeline import DataConfig, build_dataset
+from liteframe_jax.data.pipeline import build_dataset
 from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator
 from liteframe_jax.sharding import global_batch
 from liteframe_jax.train import loop
 from liteframe_jax.train.checkpointing import abstract_with_shardings, to_host
 from liteframe_jax.train.ctd_step import (TEACHER_PARTS, CTDSetup, init_state, make_eval_step, make_train_step,
                                           state_shardings, teacher_shardings)
-from liteframe_jax.train.optim import OptimConfig, make_optimizer
-from liteframe_jax.train.task import LoopConfig, Phase, Run
+from liteframe_jax.train.optim import make_optimizer
+from liteframe_jax.train.task import Phase, Run
 from liteframe_jax.train.experiment import parse_ctd
 from liteframe_jax.train.teacher import teacher_identity
 from liteframe_jax.train.teacher import teacher_params as load_teacher
 
 STATS_FILE = "target_stats.json"
 STUDENT_DIR = "student"
-
-
-def parse(config) -> tuple[CTDSetup, OptimConfig, DataConfig]:
-    """The run's validated pieces (liteframe_jax.train.experiment.parse_ctd, with the checks only a run needs)."""
-    exp = parse_ctd(config, process_count=jax.process_count())
-    return exp.setup, exp.optim, exp.data
 
 
 def teacher_params(config, setup: CTDSetup, mesh, rules) -> dict:
@@ -52,8 +46,8 @@ class CTDTask:
 
     def __init__(self, config):
         self.config = config
-        self.ctd, self.optim, self.data = parse(config)
-        self.loop = LoopConfig.from_config(config.train)
+        exp = parse_ctd(config, process_count=jax.process_count())  # with the checks only a run needs
+        self.ctd, self.optim, self.data, self.loop = exp.setup, exp.optim, exp.data, exp.loop
         self.tx = make_optimizer(self.optim)
         self.run: Run | None = None
         self.frozen: tuple = ()

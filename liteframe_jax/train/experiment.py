@@ -1,6 +1,6 @@
 """An experiment config (an ml_collections ConfigDict of configs/ctd.py or configs/lma.py) -> the typed, validated
-pieces that training, memory planning (experiments.memory_plan) and teacher-target precompute
-(experiments.precompute_teacher) build from. The one place that reads a config's fields.
+pieces that training (the CTD and LMA tasks), memory planning (experiments.memory_plan) and teacher-target
+precompute (experiments.precompute_teacher) build from: the one parser of experiment configs.
 
 Parsing needs the config alone: model shapes come from config.teacher.model / config.student, or from a set
 teacher.checkpoint / student.checkpoint's metadata (never its weights). With `for_run=True` (training, precompute)

@@ -19,10 +19,10 @@ from liteframe_jax.train import loop
 from liteframe_jax.train.checkpointing import abstract_with_shardings, to_host
 from liteframe_jax.train.experiment import parse_curriculum, parse_lma  # noqa: F401 (parse_curriculum re-exported)
 from liteframe_jax.train.lma_step import LMASetup, combine, init_state, make_eval_step, make_train_step, state_shardings
-from liteframe_jax.train.optim import OptimConfig, make_optimizer
+from liteframe_jax.train.optim import make_optimizer
 from liteframe_jax.train.qa_data import (BATCH_KEYS, example_batch, load_qa_records, qa_batches, qa_config,
                                          qa_tokenizer)
-from liteframe_jax.train.task import LoopConfig, Phase, Run
+from liteframe_jax.train.task import Phase, Run
 from liteframe_jax.train.teacher import teacher_params
 
 MODEL_DIR = "model"
@@ -41,13 +41,6 @@ def stage_at(curriculum: list[tuple[int, int]], step: int) -> int:
 def stage_end(curriculum: list[tuple[int, int]], stage: int) -> int:
     """The last step (1-based) of curriculum stage `stage`."""
     return sum(steps for _, steps in curriculum[:stage + 1])
-
-
-def parse(config) -> tuple[LMASetup, OptimConfig, list[tuple[int, int]], dict[str, float]]:
-    """The run's validated pieces (liteframe_jax.train.experiment.parse_lma, with the checks only a run needs)
-    -> (setup, optim, curriculum, group lrs)."""
-    exp = parse_lma(config, process_count=jax.process_count())
-    return exp.setup, exp.optim, exp.curriculum, exp.group_lrs
 
 
 def _initial_params(config, setup: LMASetup) -> dict:
@@ -72,9 +65,9 @@ class LMATask:
 
     def __init__(self, config):
         self.config = config
-        self.lma, self.optim, self.curriculum, group_lrs = parse(config)
-        self.loop = LoopConfig.from_config(config.train)
-        self.tx = make_optimizer(self.optim, group_lrs)
+        exp = parse_lma(config, process_count=jax.process_count())  # with the checks only a run needs
+        self.lma, self.optim, self.curriculum, self.loop = exp.setup, exp.optim, exp.curriculum, exp.loop
+        self.tx = make_optimizer(self.optim, exp.group_lrs)
         self.run: Run | None = None
         self.frozen: tuple = ()
         self._trainable_init: dict | None = None  # host params of the trainable groups until init_state
