@@ -12,12 +12,10 @@ import ml_collections
 
 from configs import internvl3_8b, internvl3_tiny
 from configs.common import parse_arg
-from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.losses.ctd import CTDLossConfig
-from liteframe_jax.models.config import StudentConfig
 from liteframe_jax.sharding import DEFAULT_RULES
+from liteframe_jax.train.experiment import variant_encoder
 from liteframe_jax.train.optim import OptimConfig
-from liteframe_jax.train.tiny_demo import tiny_student, tiny_wap
 
 
 def get_config(arg: str | None = None):
@@ -32,18 +30,15 @@ def get_config(arg: str | None = None):
     c.teacher.checkpoint = ""  # imported teacher dir (converters.import_internvl3); "" = random init (tiny only)
     c.teacher.model = (internvl3_tiny if tiny else internvl3_8b).get_config().model
 
-    if tiny:
-        student, wap = tiny_student(), tiny_wap()
-    else:
-        student, wap = StudentConfig(dtype="bfloat16"), WAPConfig()
+    student, wap = variant_encoder(args.variant)
     c.student = ml_collections.ConfigDict(student.to_dict())
     # optional image ViT (HF ViT / CLIP / SigLIP safetensors dir) for the student's spatial part; "" = random
     c.student_init_checkpoint = ""
     c.wap = ml_collections.ConfigDict(wap.to_dict())
-    c.loss = ml_collections.ConfigDict(CTDLossConfig().__dict__)
+    c.loss = ml_collections.ConfigDict(CTDLossConfig().to_dict())
     steps = args.steps or (40 if tiny else 100_000)
     c.optim = ml_collections.ConfigDict(OptimConfig(
-        peak_lr=3e-3 if tiny else 5e-4, warmup_steps=max(1, steps // 20), total_steps=steps).__dict__)
+        peak_lr=3e-3 if tiny else 5e-4, warmup_steps=max(1, steps // 20), total_steps=steps).to_dict())
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "synthetic" if tiny else "manifest"

@@ -42,7 +42,7 @@ def get_config(arg: str | None = None):
     c.lora = ml_collections.ConfigDict(LoRAConfig(rank=8 if tiny else 64, alpha=16.0 if tiny else 128.0).to_dict())
 
     c.optim = ml_collections.ConfigDict(OptimConfig(peak_lr=2e-3 if tiny else 1e-4, warmup_steps=5 if tiny else 100,
-                                                    total_steps=1, weight_decay=0.0).__dict__)
+                                                    total_steps=1, weight_decay=0.0).to_dict())
     c.optim_projector_lr = 0.0  # > 0: the projector's own peak lr (paper proposal: 2e-5 with LoRA at 1e-4)
     c.optim_student_lr = 0.0  # > 0: the student's own peak lr when it trains
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from liteframe_jax.cli import error as cli_error
+from liteframe_jax.files import write_json
 
 if TYPE_CHECKING:  # the heavy imports wait until something runs, so --help stays fast
     from liteframe_jax.compression.wap import WAPConfig
@@ -717,7 +718,7 @@ def run_benchmark(plan: Plan, out_dir: str | os.PathLike, accuracy: list[Accurac
             plot_pareto(result["pareto"], out / "pareto.png", title)
             log("Pareto frontier (fastest first): " + ", ".join(result["pareto"]["frontier"]))
     result["seconds"] = round(time.perf_counter() - t_start, 2)
-    _write_json(out / "latency.json", result)
+    write_json(out / "latency.json", result, ensure_ascii=True, default=_json_default)
     plot_latency(points, plan, out / "latency.png", title)
     log(f"wrote {out / 'latency.json'}, {out / 'latency.png'}" + (", pareto.png" if "points" in
                                                                     result.get("pareto", {}) else "")
@@ -731,12 +732,6 @@ def _plan_dict(plan: Plan) -> dict:
     d = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
     d.update(teacher=plan.teacher.to_dict(), student=plan.student.to_dict(), wap=plan.wap.to_dict())
     return d
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
 
 
 def _json_default(x):

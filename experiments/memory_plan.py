@@ -3,7 +3,8 @@
     python -m experiments.memory_plan --config configs/lma.py:variant=8b,encoder=student \\
         --mesh data=2,fsdp=4 [--frames 512] [--device_memory_gb 80] [--out plan.json] [--config.X=V ...]
 
-Builds the experiment's train step at its real sizes from the config alone (the model shapes in
+Builds the experiment's train step at its real sizes from the config alone (parsed by
+liteframe_jax.train.experiment as a run parses it, without the checks only a run needs: the model shapes in
 config.teacher.model / config.student; a set teacher.checkpoint / student.checkpoint is only read for its
 metadata, never its weights), gives it abstract inputs (jax.ShapeDtypeStruct carrying the run's shardings: train
 state, frozen params, batch), ahead-of-time compiles it for the mesh and reports per device:
@@ -55,19 +56,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from liteframe_jax.checkpoints import store
-from liteframe_jax.checkpoints.liteframe_store import read_liteframe_metadata
-from liteframe_jax.compression.wap import WAPConfig
-from liteframe_jax.losses.ctd import CTDLossConfig
-from liteframe_jax.models.config import InternVLConfig, StudentConfig
-from liteframe_jax.models.liteframe import LiteFrameConfig
-from liteframe_jax.models.lora import LoRAConfig
-from liteframe_jax.models.visual_path import configs_needed
 from liteframe_jax.sharding import MESH_AXES, batch_shardings, make_mesh, rules_from_config
-from liteframe_jax.train import ctd_step, lma_step
+from liteframe_jax.train import ctd_step, experiment, lma_step
 from liteframe_jax.train.checkpointing import abstract_with_shardings
-from liteframe_jax.train.lma import parse_curriculum
-from liteframe_jax.train.optim import OptimConfig, make_optimizer
+from liteframe_jax.train.optim import make_optimizer
 from liteframe_jax.cli import error as cli_error
 
 GIB = 2 ** 30
@@ -154,70 +146,27 @@ def check_batch(config, mesh_axes: dict[str, int]) -> None:
 
 # ------------------------------------------------------------------------------------------------ step specs
 
-def teacher_model(config) -> InternVLConfig:
-    """The teacher architecture: the checkpoint's metadata when teacher.checkpoint is set (as the run does),
-    otherwise config.teacher.model. No weights are read."""
-    if config.teacher.checkpoint:
-        meta = store.read_metadata(config.teacher.checkpoint)
-        return InternVLConfig.from_dict(meta["model"]).replace(dtype=config.teacher.model.dtype).validate()
-    return InternVLConfig.from_dict(config.teacher.model.to_dict()).validate()
-
-
 def ctd_spec(config, frames: int | None = None) -> StepSpec:
     """CTD step spec for clips of `frames` frames (default data.num_frames); pixels (B, T, H, W, 3) float32,
     + targets (B, T', H', W', C) when train.target_cache is set (the run then feeds cached targets)."""
-    t = int(frames or config.data.num_frames)
-    student_dict = config.student.to_dict()
-    if frames:
-        student_dict["num_frames"] = t
-    elif int(config.data.num_frames) != int(config.student.num_frames):
-        raise PlanError(f"data.num_frames={config.data.num_frames} must equal student.num_frames="
-                        f"{config.student.num_frames} (or give --frames)")
-    student = StudentConfig.from_dict(student_dict)
-    if tuple(config.data.image_size) != tuple(student.image_size):
-        raise PlanError(f"data.image_size={tuple(config.data.image_size)} must equal student.image_size="
-                        f"{student.image_size}")
-    setup = ctd_step.CTDSetup(student, teacher_model(config), WAPConfig.from_dict(config.wap.to_dict()),
-                              CTDLossConfig(**config.loss.to_dict())).validate()
-    tx = make_optimizer(OptimConfig(**config.optim.to_dict()).validate())
+    exp = experiment.parse_ctd(config, frames, for_run=False)
+    student, t = exp.setup.student, exp.data.num_frames
     b = int(config.train.batch_size)
     batch = {"pixels": jax.ShapeDtypeStruct((b, t, *student.image_size, 3), jnp.float32)}
     if config.train.target_cache:
         batch["targets"] = jax.ShapeDtypeStruct((b, *student.output_shape(t)), jnp.float32)
     info = {"student_frames": t, "targets": "cached" if config.train.target_cache else "teacher online",
             "target_shape": list(student.output_shape(t))}
-    return StepSpec("ctd", setup, tx, batch, t, info)
-
-
-def liteframe_model(config, teacher: InternVLConfig) -> LiteFrameConfig:
-    """The LiteFrame encoder of encoder=student: the student checkpoint's metadata when set, otherwise the CTD
-    config of the same variant (the student a CTD run of that variant distills)."""
-    if config.student.checkpoint:
-        meta = read_liteframe_metadata(config.student.checkpoint)
-        return dataclasses.replace(LiteFrameConfig.from_dict(meta["model"]), teacher=teacher).validate()
-    from configs import ctd
-    c = ctd.get_config(f"variant={config.variant}")
-    return LiteFrameConfig(StudentConfig.from_dict(c.student.to_dict()), teacher, c.wap.location).validate()
+    return StepSpec("ctd", exp.setup, make_optimizer(exp.optim), batch, t, info)
 
 
 def lma_spec(config, frames: int | None = None) -> StepSpec:
     """LMA step spec for the curriculum stage of `frames` frames (default: the largest stage). Batch: pixels
     (B, T, H, W, 3) float32, input_ids (B, L) int32, loss_mask (B, L) float32, attention_mask (B, L) int32 with
     L = data.max_length (the layout of liteframe_jax.train.qa_data.example_batch)."""
-    teacher = teacher_model(config)
-    trainable = tuple(x for x in config.trainable.replace(" ", "").replace(",", "+").split("+") if x)
-    lora = LoRAConfig.from_dict(config.lora.to_dict()) if "lora" in trainable else None
-    needed = configs_needed(config.encoder)
-    liteframe = liteframe_model(config, teacher) if "liteframe" in needed else None
-    wap = WAPConfig.from_dict(config.wap.to_dict()).validate() if "wap" in needed else None
-    setup = lma_step.LMASetup(config.encoder, teacher, trainable, liteframe, wap, lora).validate()
-    curriculum = parse_curriculum(config.curriculum)
-    total = sum(s for _, s in curriculum)
-    optim = OptimConfig(**{**config.optim.to_dict(), "total_steps": total,
-                           "warmup_steps": min(config.optim.warmup_steps, total - 1)}).validate()
-    group_lrs = {k: v for k, v in (("projector", config.optim_projector_lr), ("student", config.optim_student_lr))
-                 if v > 0 and k in trainable}
-    t = int(frames or max(f for f, _ in curriculum))
+    exp = experiment.parse_lma(config, for_run=False)
+    setup = exp.setup
+    t = int(frames or max(f for f, _ in exp.curriculum))
     length = int(config.data.max_length)
     visual = setup.visual.num_visual_tokens(t)
     if visual >= length:
@@ -231,7 +180,7 @@ def lma_spec(config, frames: int | None = None) -> StepSpec:
              "attention_mask": jax.ShapeDtypeStruct((b, length), jnp.int32)}
     info = {"encoder": setup.encoder, "trainable": list(setup.trainable), "curriculum": config.curriculum,
             "visual_tokens": visual, "sequence_length": length}
-    return StepSpec("lma", setup, make_optimizer(optim, group_lrs), batch, t, info)
+    return StepSpec("lma", setup, make_optimizer(exp.optim, exp.group_lrs), batch, t, info)
 
 
 def step_spec(config, frames: int | None = None) -> StepSpec:

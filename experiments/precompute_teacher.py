@@ -35,14 +35,15 @@ def main(argv):
     from liteframe_jax.data.target_cache import TargetCacheWriter
     from liteframe_jax.sharding import make_mesh, rules_from_config
     from liteframe_jax.train import ctd
+    from liteframe_jax.train.experiment import parse_ctd
     from liteframe_jax.train.teacher import teacher_identity
 
     config = _CONFIG.value
     if _BATCH.value < 1:
         raise app.UsageError("--batch_size must be >= 1")
     try:
-        setup, _, data_cfg = ctd.parse(config)
-        data_cfg = data_cfg.replace(num_epochs=1, random_resized_crop_scale=None, hflip=False)
+        exp = parse_ctd(config, process_count=jax.process_count())
+        setup, data_cfg = exp.setup, exp.data.replace(num_epochs=1, random_resized_crop_scale=None, hflip=False)
         mesh = make_mesh({"data": 1}, jax.local_devices()[:1])
         teacher = ctd.teacher_params(config, setup, mesh, rules_from_config(config.sharding_rules))
         examples = load_examples(data_cfg)

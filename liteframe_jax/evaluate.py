@@ -37,14 +37,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
 from liteframe_jax.cli import error as cli_error
+from liteframe_jax.files import write_json
 from liteframe_jax.generate import (DEFAULT_FRAMES, check_checkpoint, clip_pixels, decode_answer, end_token_id,
                                     load_model, prompt_layout, system_message_arg)
 
@@ -315,21 +314,6 @@ def format_table(result: dict) -> str:
     out.insert(-1, "-" * len(out[0]))
     out.append(f"unparsed replies: {result['unparsed']}   skipped: {len(result['skipped'])}")
     return "\n".join(out)
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write JSON atomically (temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def record_lines(path: str | os.PathLike, errors: list[tuple[int, str]]) -> list[int]:

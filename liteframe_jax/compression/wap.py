@@ -18,20 +18,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from liteframe_jax.models.layers import pad_frames_to_multiple  # noqa: F401 (re-exported)
-from liteframe_jax.models.config import ConfigError, InternVLConfig
+from liteframe_jax.config_base import ConfigBase
+from liteframe_jax.models.config import InternVLConfig
 
 WEIGHTS = ("norm", "softmax", "uniform")
 LOCATIONS = ("pre_shuffle", "post_shuffle", "post_projector")
 
 
 @dataclasses.dataclass(frozen=True)
-class WAPConfig:
+class WAPConfig(ConfigBase):
     """Where and how the teacher's tokens are pooled. Hashable, so it can be a static jit argument.
 
     window: (kt, kh, kw) frames x rows x cols pooled into one token.
@@ -39,6 +40,7 @@ class WAPConfig:
       (T, gh/f, gw/f, f^2 Dv)) or "post_projector" (after mlp1, (T, gh/f, gw/f, d_llm)).
     """
 
+    config_name: ClassVar[str] = "WAP config"
     window: tuple[int, int, int] = (4, 2, 2)
     weights: str = "norm"
     temperature: float = 1.0  # softmax only; <= 0: use the window's norm std
@@ -49,7 +51,7 @@ class WAPConfig:
         """Compression ratio: tokens per pooling window."""
         return math.prod(self.window)
 
-    def validate(self) -> "WAPConfig":
+    def problems(self) -> list[str]:
         e = []
         w = self.window
         if not isinstance(w, tuple) or len(w) != 3:
@@ -62,29 +64,7 @@ class WAPConfig:
             e.append(f"temperature={self.temperature!r} must be a finite number (<= 0: use the window's norm std)")
         if self.location not in LOCATIONS:
             e.append(f"location={self.location!r} must be one of {LOCATIONS}")
-        if e:
-            raise ConfigError("invalid WAP config:\n  - " + "\n  - ".join(e))
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["window"] = list(self.window)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "WAPConfig":
-        """Inverse of `to_dict` (JSON / ConfigDict mappings); unknown fields are an error."""
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown WAP config field(s): {unknown}; known fields: {sorted(known)}")
-        if "window" in d:
-            d["window"] = tuple(d["window"])
-        return cls(**d)
-
-    def replace(self, **changes) -> "WAPConfig":
-        return dataclasses.replace(self, **changes)
+        return e
 
 
 def window_weights(norms: jax.Array, cfg: WAPConfig) -> jax.Array:

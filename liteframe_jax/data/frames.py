@@ -16,6 +16,17 @@ def normalize_frames(frames: np.ndarray) -> np.ndarray:
     return (frames.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
+def pad_with_last(x: np.ndarray, length: int) -> np.ndarray:
+    """`x` (T, ...) extended along its first axis to `length` by repeating its last entry: the project's padding
+    rule for clips shorter than asked (frames and their indices alike; models.layers.pad_frames_to_multiple
+    applies it to jax arrays). Returns `x` itself when it is already that long."""
+    if len(x) >= length:
+        return x
+    if len(x) == 0:
+        raise ValueError("cannot pad an empty clip")
+    return np.concatenate([x, np.repeat(x[-1:], length - len(x), axis=0)])
+
+
 def moving_square_clip(num_frames: int, size: int, seed: int = 0) -> np.ndarray:
     """A small procedurally generated clip (F, size, size, 3) uint8: a coloured square moving over noise."""
     rng = np.random.default_rng(seed)

@@ -36,13 +36,13 @@ import operator
 import os
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import grain
 import numpy as np
 
-from liteframe_jax.data.frames import normalize_frames
+from liteframe_jax.config_base import ConfigBase
+from liteframe_jax.data.frames import normalize_frames, pad_with_last
 from liteframe_jax.data.synthetic import SyntheticVideoSpec, make_synthetic_video
 from liteframe_jax.data.synthetic_events import EventVideoSpec, make_event_video
 from liteframe_jax.data.video import VideoDecodeError, load_clip
@@ -61,7 +61,7 @@ class DataError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(ConfigBase):
     """Where the videos come from and how clips are made.
 
     source: "synthetic" | "manifest" | "folder"; path: manifest file (.csv = CSV, anything else = JSONL) or folder.
@@ -80,6 +80,8 @@ class DataConfig:
       or None; hflip: random horizontal flip. Both are drawn once per clip and applied to all of its frames.
     max_initial_failures: how many failures in a row, before any success, stop iteration with a DataError.
     """
+
+    config_name: ClassVar[str] = "DataConfig"
 
     source: str = "synthetic"
     path: str = ""
@@ -100,8 +102,9 @@ class DataConfig:
     hflip: bool = False
     max_initial_failures: int = 32
 
-    def validate(self) -> "DataConfig":
-        """Returns self, or raises ValueError listing every problem."""
+    def problems(self, require_path: bool = True) -> list[str]:
+        """Every problem; `require_path=False` accepts a manifest or folder source without its path yet (a plan
+        made from the config alone; a run checks it)."""
         errors = []
 
         def integer(name, lo, allow_none=False):
@@ -113,7 +116,7 @@ class DataConfig:
 
         if self.source not in SOURCES:
             errors.append(f"source must be one of {SOURCES}, got {self.source!r}")
-        elif self.source != "synthetic" and not self.path:
+        elif self.source != "synthetic" and not self.path and require_path:
             errors.append(f"source={self.source!r} needs a path")
         integer("num_frames", 1)
         size = self.image_size
@@ -149,41 +152,20 @@ class DataConfig:
         for name in ("shuffle", "hflip"):
             if not isinstance(getattr(self, name), bool):
                 errors.append(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if errors:
-            raise ValueError("invalid DataConfig:\n  - " + "\n  - ".join(errors))
-        return self
+        return errors
 
     @property
     def augments(self) -> bool:
         """Whether this config asks for any augmentation."""
         return self.random_resized_crop_scale is not None or self.hflip
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists)."""
-        d = dataclasses.asdict(self)
-        d["image_size"] = list(self.image_size)
-        if self.random_resized_crop_scale is not None:
-            d["random_resized_crop_scale"] = list(self.random_resized_crop_scale)
-        return d
-
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
-        """Inverse of to_dict (lists become tuples). ValueError naming unknown keys. Not validated."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DataConfig keys {unknown}; known: {sorted(known)}")
-        d = dict(d)
-        if "image_size" in d and isinstance(d["image_size"], list):
-            d["image_size"] = tuple(d["image_size"])
-        scale = d.get("random_resized_crop_scale")
-        if isinstance(scale, (list, tuple)):
+    def _coerce(cls, fields: dict) -> dict:
+        scale = fields.get("random_resized_crop_scale")
+        if isinstance(scale, tuple) and all(v is None for v in scale):
             # `--config.data.random_resized_crop_scale=None` reaches a tuple-typed ConfigDict field as (None,)
-            d["random_resized_crop_scale"] = None if all(v is None for v in scale) else tuple(scale)
-        return cls(**d)
-
-    def replace(self, **changes) -> "DataConfig":
-        return dataclasses.replace(self, **changes)
+            fields["random_resized_crop_scale"] = None
+        return fields
 
 
 @dataclasses.dataclass
@@ -445,11 +427,8 @@ class ClipLoader(grain.transforms.RandomMap):
         frames, idx = load_clip(self.examples.paths[index], t, size=None, sampling=cfg.sampling,
                                 fps=cfg.fps if cfg.sampling == "fps" else None, bound=bound,
                                 threads=cfg.decode_threads)
-        if len(idx) < t:  # fps sampling of a short span: pad by repeating the last frame
-            pad = t - len(idx)
-            frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
-            idx = np.concatenate([idx, np.repeat(idx[-1:], pad)])
-        return frames, idx.astype(np.int64)
+        # fps sampling of a short span: pad by repeating the last frame
+        return pad_with_last(frames, t), pad_with_last(idx, t).astype(np.int64)
 
     def random_map(self, element, rng: np.random.Generator) -> dict:
         index = int(element)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import grain
 import numpy as np
 
-from liteframe_jax.data.frames import normalize_frames
+from liteframe_jax.config_base import ConfigBase
+from liteframe_jax.data.frames import normalize_frames, pad_with_last
 from liteframe_jax.data.pipeline import DataError, DropSkipped, SkipStats, crop_resize
 from liteframe_jax.data.prompts import (DEFAULT_SYSTEM_MESSAGE, PromptTooLongError, encode_example, encode_prompt,
                                         chat_prompt, video_prefix)
@@ -47,11 +48,9 @@ def record_frames(record: QARecord, num_frames: int, image_size: tuple[int, int]
         idx = segment_middle_indices(len(video.frames), num_frames)
         return crop_resize(video.frames[idx], tuple(image_size))
     bound = None if record.start is None else (float(record.start), float(record.end))
-    frames, idx = load_clip(record.video, num_frames, size=None, sampling=sampling,
-                            fps=fps if sampling == "fps" else None, bound=bound, threads=threads)
-    if len(idx) < num_frames:
-        frames = np.concatenate([frames, np.repeat(frames[-1:], num_frames - len(idx), axis=0)])
-    return crop_resize(frames, tuple(image_size))
+    frames, _ = load_clip(record.video, num_frames, size=None, sampling=sampling,
+                          fps=fps if sampling == "fps" else None, bound=bound, threads=threads)
+    return crop_resize(pad_with_last(frames, num_frames), tuple(image_size))
 
 
 def question_text(record: QARecord) -> str:
@@ -111,7 +110,8 @@ def prompt_ids(tokenizer, user_text: str, num_frames: int, layout: PromptLayout,
 
 
 @dataclasses.dataclass(frozen=True)
-class QADataConfig:
+class QADataConfig(ConfigBase):
+    config_name: ClassVar[str] = "QA data config"
     num_frames: int = 8
     image_size: tuple[int, int] = (448, 448)
     max_length: int = 512
@@ -124,7 +124,7 @@ class QADataConfig:
     max_initial_failures: int = 32
     answer_format: str = "letter"  # "letter" | "text": reply with the right option's letter or its text
 
-    def validate(self) -> "QADataConfig":
+    def problems(self) -> list[str]:
         e = []
         if self.num_frames < 1 or self.max_length < 8:
             e.append(f"num_frames={self.num_frames} must be >= 1 and max_length={self.max_length} >= 8")
@@ -134,9 +134,7 @@ class QADataConfig:
             e.append(f"image_size={self.image_size} must be (H, W)")
         if self.answer_format not in ANSWER_FORMATS:
             e.append(f"answer_format={self.answer_format!r} must be one of {ANSWER_FORMATS}")
-        if e:
-            raise ValueError("invalid QA data config:\n  - " + "\n  - ".join(e))
-        return self
+        return e
 
 
 class QALoader(grain.transforms.Map):

@@ -43,12 +43,11 @@ import math
 import operator
 import os
 import string
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
+from liteframe_jax.files import atomic_write_text
 from liteframe_jax.data.synthetic import (MOTIONS, PALETTE, SHAPES, SyntheticVideo, SyntheticVideoSpec,
                                           make_synthetic_video)
 from liteframe_jax.data.synthetic_events import (KIND as EVENTS_KIND, MAX_FLASHES, MAX_REPEATS, EventVideo,
@@ -291,17 +290,7 @@ def read_records(path: str | os.PathLike) -> tuple[list[QARecord], list[tuple[in
 
 def write_records(path: str | os.PathLike, records) -> None:
     """Write records as JSONL (UTF-8) atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(record.to_json() + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "".join(record.to_json() + "\n" for record in records))
 
 
 def format_multiple_choice(question: str, options) -> str:

@@ -9,26 +9,28 @@ otherwise dominate a plain MSE.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from liteframe_jax.config_base import ConfigBase
+
 
 @dataclasses.dataclass(frozen=True)
-class CTDLossConfig:
+class CTDLossConfig(ConfigBase):
+    config_name: ClassVar[str] = "CTD loss config"
     mse_weight: float = 1.0
     cosine_weight: float = 0.0  # adds weight * mean(1 - cos(s_n, t_n)) over tokens
     outlier_clip: float = 0.0  # > 0: ignore residuals beyond this many residual standard deviations (per batch)
 
-    def validate(self) -> "CTDLossConfig":
+    def problems(self) -> list[str]:
         errors = [f"{n}={getattr(self, n)} must be >= 0" for n in ("mse_weight", "cosine_weight", "outlier_clip")
                   if getattr(self, n) < 0]
         if self.mse_weight == 0 and self.cosine_weight == 0:
             errors.append("at least one of mse_weight / cosine_weight must be > 0")
-        if errors:
-            raise ValueError("invalid CTD loss config: " + "; ".join(errors))
-        return self
+        return errors
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,13 +2,17 @@
 
 Frozen dataclasses are the schema: every architecture value is a field, `validate()` reports every impossible
 value at once (before anything is compiled), and `to_dict`/`from_dict` round-trip through JSON and
-ml_collections ConfigDicts (`from_dict(cfg.to_dict())`).
+ml_collections ConfigDicts (`from_dict(cfg.to_dict())`); all three come from liteframe_jax.config_base.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
+
+from liteframe_jax.config_base import ConfigBase, ConfigError
+
+__all__ = ["ConfigError", "VisionConfig", "TextConfig", "InternVLConfig", "DownsampleStage", "StudentConfig"]
 
 NORM_TYPES = ("layer_norm", "rms_norm")
 QKV_LAYOUTS = ("fused", "split")
@@ -18,14 +22,11 @@ ROPE_SCALINGS = ("none", "dynamic")
 ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "pallas")  # see models.layers.attention
 
 
-class ConfigError(ValueError):
-    """An impossible or unsupported configuration value; the message lists every problem found."""
-
-
 @dataclasses.dataclass(frozen=True)
-class VisionConfig:
+class VisionConfig(ConfigBase):
     """InternViT. Defaults are InternViT-300M-448px-V2.5 as used by InternVL3-8B."""
 
+    config_name: ClassVar[str] = "vision config"
     hidden_size: int = 1024
     num_layers: int = 24
     num_heads: int = 16
@@ -55,11 +56,37 @@ class VisionConfig:
         """Number of blocks whose output is the selected feature."""
         return self.num_layers + 1 + self.select_layer if self.select_layer < 0 else self.select_layer
 
+    def problems(self) -> list[str]:
+        e = _positive(self, ("hidden_size", "num_layers", "num_heads", "mlp_dim", "patch_size", "num_channels"),
+                      "vision")
+        if e:
+            return e
+        if self.hidden_size % self.num_heads:
+            e.append(f"vision.num_heads={self.num_heads} does not divide vision.hidden_size={self.hidden_size}")
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            e.append(f"vision.image_size={self.image_size} must be two positive integers (height, width)")
+        elif self.image_size[0] % self.patch_size or self.image_size[1] % self.patch_size:
+            e.append(f"vision.image_size={self.image_size} is not a multiple of vision.patch_size={self.patch_size}")
+        if self.norm_type not in NORM_TYPES:
+            e.append(f"vision.norm_type={self.norm_type!r} must be one of {NORM_TYPES}")
+        if self.qkv_layout not in QKV_LAYOUTS:
+            e.append(f"vision.qkv_layout={self.qkv_layout!r} must be one of {QKV_LAYOUTS}")
+        if self.layer_norm_eps <= 0:
+            e.append(f"vision.layer_norm_eps={self.layer_norm_eps} must be > 0")
+        if not -self.num_layers - 1 <= self.select_layer <= self.num_layers:
+            e.append(f"vision.select_layer={self.select_layer} must lie in [{-self.num_layers - 1}, {self.num_layers}]")
+        return e
+
+    @classmethod
+    def _coerce(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        return _image_size_pair(fields)
+
 
 @dataclasses.dataclass(frozen=True)
-class TextConfig:
+class TextConfig(ConfigBase):
     """Qwen2 / Qwen2.5 decoder. Defaults are Qwen2.5-7B with InternVL3's 151674-token vocabulary."""
 
+    config_name: ClassVar[str] = "text config"
     vocab_size: int = 151674
     hidden_size: int = 3584
     num_layers: int = 28
@@ -78,11 +105,31 @@ class TextConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    def problems(self) -> list[str]:
+        e = _positive(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
+                             "max_position_embeddings"), "text")
+        if e:
+            return e
+        if self.hidden_size % self.num_heads:
+            e.append(f"text.num_heads={self.num_heads} does not divide text.hidden_size={self.hidden_size}")
+        elif self.head_dim % 2:
+            e.append(f"text head_dim={self.head_dim} must be even for rotary embeddings")
+        if self.num_heads % self.num_kv_heads:
+            e.append(f"text.num_kv_heads={self.num_kv_heads} does not divide text.num_heads={self.num_heads} (GQA)")
+        if self.rope_theta <= 0:
+            e.append(f"text.rope_theta={self.rope_theta} must be > 0")
+        if self.rope_scaling not in ROPE_SCALINGS:
+            e.append(f"text.rope_scaling={self.rope_scaling!r} must be one of {ROPE_SCALINGS}")
+        if self.rms_norm_eps <= 0:
+            e.append(f"text.rms_norm_eps={self.rms_norm_eps} must be > 0")
+        return e
+
 
 @dataclasses.dataclass(frozen=True)
-class InternVLConfig:
+class InternVLConfig(ConfigBase):
     """The whole teacher Video LLM plus the token ids and runtime numerics that go with it."""
 
+    config_name: ClassVar[str] = "model config"
     kind: ClassVar[str] = "internvl"  # the model kind (as in checkpoint metadata); models.visual_path reads it
     vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
@@ -108,15 +155,9 @@ class InternVLConfig:
         p, s = self.vision.patch_size, self.shuffle_factor
         return (h // p // s) * (w // p // s)
 
-    # ------------------------------------------------------------------ validation
-    def validate(self) -> "InternVLConfig":
-        errors = _vision_errors(self.vision) + _text_errors(self.text) + self._joint_errors()
-        if errors:
-            raise ConfigError("invalid model config:\n  - " + "\n  - ".join(errors))
-        return self
-
-    def _joint_errors(self) -> list[str]:
-        e = []
+    def problems(self) -> list[str]:
+        """The vision tower's, the LLM's and the joint problems, all at once."""
+        e = self.vision.problems() + self.text.problems()
         r = self.downsample_ratio
         if not (0 < r <= 1) or abs(1.0 / r - round(1.0 / r)) > 1e-9:
             e.append(f"downsample_ratio={r} must be 1/k for an integer k >= 1")
@@ -144,34 +185,13 @@ class InternVLConfig:
             e.append(f"attention_impl={self.attention_impl!r} must be one of {ATTENTION_IMPLS}")
         return e
 
-    # ------------------------------------------------------------------ (de)serialization
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["vision"]["image_size"] = list(self.vision.image_size)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "InternVLConfig":
-        """Builds from a nested mapping (JSON or ConfigDict.to_dict()); unknown fields are an error."""
-        d = dict(d)
-        vision = _build(VisionConfig, d.pop("vision", {}), "vision")
-        text = _build(TextConfig, d.pop("text", {}), "text")
-        return _build(cls, d, "model", vision=vision, text=text)
-
-    def replace(self, **changes) -> "InternVLConfig":
-        return dataclasses.replace(self, **changes)
-
-
-def _build(cls, fields: Mapping[str, Any], where: str, **extra):
-    fields = dict(fields)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ConfigError(f"unknown {where} config field(s): {unknown}; known fields: {sorted(known)}")
+def _image_size_pair(fields: dict[str, Any]) -> dict[str, Any]:
+    """from_dict: image_size as a pair of ints (a single number means a square)."""
     if "image_size" in fields:
         size = fields["image_size"]
         fields["image_size"] = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(x) for x in size)
-    return cls(**fields, **extra)
+    return fields
 
 
 def _positive(cfg, names: tuple[str, ...], where: str) -> list[str]:
@@ -179,61 +199,27 @@ def _positive(cfg, names: tuple[str, ...], where: str) -> list[str]:
             if not isinstance(getattr(cfg, n), int) or getattr(cfg, n) <= 0]
 
 
-def _vision_errors(v: VisionConfig) -> list[str]:
-    e = _positive(v, ("hidden_size", "num_layers", "num_heads", "mlp_dim", "patch_size", "num_channels"), "vision")
-    if e:
-        return e
-    if v.hidden_size % v.num_heads:
-        e.append(f"vision.num_heads={v.num_heads} does not divide vision.hidden_size={v.hidden_size}")
-    if len(v.image_size) != 2 or min(v.image_size) <= 0:
-        e.append(f"vision.image_size={v.image_size} must be two positive integers (height, width)")
-    elif v.image_size[0] % v.patch_size or v.image_size[1] % v.patch_size:
-        e.append(f"vision.image_size={v.image_size} is not a multiple of vision.patch_size={v.patch_size}")
-    if v.norm_type not in NORM_TYPES:
-        e.append(f"vision.norm_type={v.norm_type!r} must be one of {NORM_TYPES}")
-    if v.qkv_layout not in QKV_LAYOUTS:
-        e.append(f"vision.qkv_layout={v.qkv_layout!r} must be one of {QKV_LAYOUTS}")
-    if v.layer_norm_eps <= 0:
-        e.append(f"vision.layer_norm_eps={v.layer_norm_eps} must be > 0")
-    if not -v.num_layers - 1 <= v.select_layer <= v.num_layers:
-        e.append(f"vision.select_layer={v.select_layer} must lie in [{-v.num_layers - 1}, {v.num_layers}]")
-    return e
-
-
-def _text_errors(t: TextConfig) -> list[str]:
-    e = _positive(t, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
-                      "max_position_embeddings"), "text")
-    if e:
-        return e
-    if t.hidden_size % t.num_heads:
-        e.append(f"text.num_heads={t.num_heads} does not divide text.hidden_size={t.hidden_size}")
-    elif t.head_dim % 2:
-        e.append(f"text head_dim={t.head_dim} must be even for rotary embeddings")
-    if t.num_heads % t.num_kv_heads:
-        e.append(f"text.num_kv_heads={t.num_kv_heads} does not divide text.num_heads={t.num_heads} (GQA)")
-    if t.rope_theta <= 0:
-        e.append(f"text.rope_theta={t.rope_theta} must be > 0")
-    if t.rope_scaling not in ROPE_SCALINGS:
-        e.append(f"text.rope_scaling={t.rope_scaling!r} must be one of {ROPE_SCALINGS}")
-    if t.rms_norm_eps <= 0:
-        e.append(f"text.rms_norm_eps={t.rms_norm_eps} must be > 0")
-    return e
-
-
 @dataclasses.dataclass(frozen=True)
-class DownsampleStage:
-    """A depth-wise strided 3-D convolution (+ LayerNorm) applied after block `after_block` (1-based)."""
+class DownsampleStage(ConfigBase):
+    """A depth-wise strided 3-D convolution (+ LayerNorm) applied after block `after_block` (1-based); checked
+    by StudentConfig.validate."""
 
+    config_name: ClassVar[str] = "student downsample stage"
     after_block: int
     stride: tuple[int, int, int]  # (t, h, w)
     kernel: tuple[int, int, int]
 
+    @classmethod
+    def _coerce(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: int(v) if k == "after_block" else tuple(int(x) for x in v) for k, v in fields.items()}
+
 
 @dataclasses.dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(ConfigBase):
     """The LiteFrame student: a compact video ViT. Defaults are the proposed 87M-parameter ViT-B layout
     (see shared/reference/liteframe-paper.md §4); every choice is a field."""
 
+    config_name: ClassVar[str] = "student config"
     image_size: tuple[int, int] = (448, 448)
     patch_size: int = 14
     num_channels: int = 3
@@ -277,7 +263,7 @@ class StudentConfig:
         st, sh, sw = self.stride
         return (-(-num_frames // st), h // self.patch_size // sh, w // self.patch_size // sw, self.out_dim)
 
-    def validate(self) -> "StudentConfig":
+    def problems(self) -> list[str]:
         e = _positive(self, ("patch_size", "num_channels", "hidden_size", "num_layers", "num_heads", "mlp_dim",
                              "temporal_kernel", "num_frames", "out_dim"), "student")
         if not e:
@@ -307,25 +293,8 @@ class StudentConfig:
             e.append(f"student.dtype={self.dtype!r} must be one of {DTYPES}")
         if self.attention_impl not in ATTENTION_IMPLS:
             e.append(f"student.attention_impl={self.attention_impl!r} must be one of {ATTENTION_IMPLS}")
-        if e:
-            raise ConfigError("invalid student config:\n  - " + "\n  - ".join(e))
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["image_size"] = list(self.image_size)
-        d["downsample"] = [{"after_block": s.after_block, "stride": list(s.stride), "kernel": list(s.kernel)}
-                           for s in self.downsample]
-        return d
+        return e
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StudentConfig":
-        d = dict(d)
-        if "downsample" in d:
-            d["downsample"] = tuple(
-                DownsampleStage(int(s["after_block"]), tuple(int(x) for x in s["stride"]),
-                                tuple(int(x) for x in s["kernel"])) for s in d["downsample"])
-        return _build(cls, d, "student")
-
-    def replace(self, **changes) -> "StudentConfig":
-        return dataclasses.replace(self, **changes)
+    def _coerce(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        return _image_size_pair(fields)

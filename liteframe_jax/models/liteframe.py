@@ -9,13 +9,14 @@ stride), so the prompt has one `<img>...</img>` block per group of st frames (th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from liteframe_jax.models.config import ConfigError, InternVLConfig, StudentConfig
+from liteframe_jax.config_base import ConfigBase
+from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.connector import Projector, grid_to_llm_tokens
 from liteframe_jax.models.layers import compute_dtype
 from liteframe_jax.models.llm_front import llm_front
@@ -25,10 +26,12 @@ LOCATIONS = ("pre_shuffle", "post_shuffle", "post_projector")
 
 
 @dataclasses.dataclass(frozen=True)
-class LiteFrameConfig:
+class LiteFrameConfig(ConfigBase):
     """student + the teacher config (its connector, LLM and token ids; its vision tower is not part of the model)
     + where the student's output lives in the teacher's pipeline (the CTD run's WAP location)."""
 
+    config_name: ClassVar[str] = "LiteFrame config"
+    parts: ClassVar[tuple[str, ...]] = ("student", "teacher")
     kind: ClassVar[str] = "liteframe"  # the model kind (as in checkpoint metadata); models.visual_path reads it
     student: StudentConfig
     teacher: InternVLConfig
@@ -53,8 +56,7 @@ class LiteFrameConfig:
         return {"pre_shuffle": t.vision.hidden_size, "post_shuffle": t.shuffle_factor ** 2 * t.vision.hidden_size,
                 "post_projector": t.text.hidden_size}[self.location]
 
-    def validate(self) -> "LiteFrameConfig":
-        self.student.validate(), self.teacher.validate()
+    def problems(self) -> list[str]:
         e = []
         if self.location not in LOCATIONS:
             e.append(f"location={self.location!r} must be one of {LOCATIONS}")
@@ -66,20 +68,7 @@ class LiteFrameConfig:
             f = self.teacher.shuffle_factor
             if self.location == "pre_shuffle" and (h % f or w % f):
                 e.append(f"student output grid {h}x{w} is not divisible by the pixel-shuffle factor {f}")
-        if e:
-            raise ConfigError("invalid LiteFrame config:\n  - " + "\n  - ".join(e))
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"student": self.student.to_dict(), "teacher": self.teacher.to_dict(), "location": self.location}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LiteFrameConfig":
-        unknown = sorted(set(d) - {"student", "teacher", "location"})
-        if unknown:
-            raise ConfigError(f"unknown LiteFrame config field(s): {unknown}")
-        return cls(StudentConfig.from_dict(d["student"]), InternVLConfig.from_dict(d["teacher"]),
-                   d.get("location", "pre_shuffle"))
+        return e
 
     def with_dtype(self, dtype: str) -> "LiteFrameConfig":
         return dataclasses.replace(self, student=self.student.replace(dtype=dtype),

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from liteframe_jax.models.config import ConfigError
+from liteframe_jax.config_base import ConfigBase, ConfigError
 
 LLM_LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 @dataclasses.dataclass(frozen=True)
-class LoRAConfig:
+class LoRAConfig(ConfigBase):
+    config_name: ClassVar[str] = "LoRA config"
     rank: int = 64
     alpha: float = 128.0
     targets: tuple[str, ...] = LLM_LINEARS  # names of the LLM's linear layers that get adapters
@@ -31,7 +32,7 @@ class LoRAConfig:
     def scale(self) -> float:
         return self.alpha / self.rank
 
-    def validate(self) -> "LoRAConfig":
+    def problems(self) -> list[str]:
         e = []
         if not isinstance(self.rank, int) or self.rank < 1:
             e.append(f"lora.rank={self.rank!r} must be a positive integer")
@@ -40,22 +41,7 @@ class LoRAConfig:
         bad = sorted(set(self.targets) - set(LLM_LINEARS))
         if bad or not self.targets:
             e.append(f"lora.targets={list(self.targets)} must be a non-empty subset of {list(LLM_LINEARS)}")
-        if e:
-            raise ConfigError("invalid LoRA config:\n  - " + "\n  - ".join(e))
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "alpha": self.alpha, "targets": list(self.targets)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LoRAConfig":
-        unknown = sorted(set(d) - {"rank", "alpha", "targets"})
-        if unknown:
-            raise ConfigError(f"unknown LoRA config field(s): {unknown}")
-        d = dict(d)
-        if "targets" in d:
-            d["targets"] = tuple(d["targets"])
-        return cls(**d)
+        return e
 
 
 def _targets(llm_params, cfg: LoRAConfig):

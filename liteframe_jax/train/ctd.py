@@ -14,42 +14,22 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from liteframe_jax.compression.teacher_targets import teacher_targets
-from liteframe_jax.compression.wap import WAPConfig
-from liteframe_jax.data.pipeline import DataConfig, build_dataset
-from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator, CTDLossConfig
-from liteframe_jax.models.config import StudentConfig
+from liteframe_jax.files import write_json
+from liteframe_jax.data.pipeline import build_dataset
+from liteframe_jax.losses.ctd import ChannelStats, ChannelStatsAccumulator
 from liteframe_jax.sharding import global_batch
 from liteframe_jax.train import loop
 from liteframe_jax.train.checkpointing import abstract_with_shardings, to_host
 from liteframe_jax.train.ctd_step import (TEACHER_PARTS, CTDSetup, init_state, make_eval_step, make_train_step,
                                           state_shardings, teacher_shardings)
-from liteframe_jax.train.optim import OptimConfig, make_optimizer
-from liteframe_jax.train.task import LoopConfig, Phase, Run
-from liteframe_jax.train.teacher import teacher_config, teacher_identity
+from liteframe_jax.train.optim import make_optimizer
+from liteframe_jax.train.task import Phase, Run
+from liteframe_jax.train.experiment import parse_ctd
+from liteframe_jax.train.teacher import teacher_identity
 from liteframe_jax.train.teacher import teacher_params as load_teacher
 
 STATS_FILE = "target_stats.json"
 STUDENT_DIR = "student"
-
-
-def parse(config) -> tuple[CTDSetup, OptimConfig, DataConfig]:
-    """Validates every part of the config before anything compiles. Returns the typed pieces."""
-    setup = CTDSetup(StudentConfig.from_dict(config.student.to_dict()), teacher_config(config),
-                     WAPConfig.from_dict(config.wap.to_dict()), CTDLossConfig(**config.loss.to_dict())).validate()
-    optim = OptimConfig(**config.optim.to_dict()).validate()
-    data = DataConfig.from_dict(config.data.to_dict()).validate()
-    t, student = config.train, setup.student
-    errors = LoopConfig.from_config(t).errors(jax.process_count())
-    if t.total_steps != optim.total_steps:
-        errors.append(f"train.total_steps={t.total_steps} != optim.total_steps={optim.total_steps}")
-    if data.num_frames != student.num_frames or tuple(data.image_size) != tuple(student.image_size):
-        errors.append(f"data clips ({data.num_frames} x {tuple(data.image_size)}) must match the student "
-                      f"({student.num_frames} x {student.image_size})")
-    if t.stats_batches < 1:
-        errors.append(f"train.stats_batches={t.stats_batches} must be >= 1")
-    if errors:
-        raise ValueError("invalid CTD config:\n  - " + "\n  - ".join(errors))
-    return setup, optim, data
 
 
 def teacher_params(config, setup: CTDSetup, mesh, rules) -> dict:
@@ -66,8 +46,8 @@ class CTDTask:
 
     def __init__(self, config):
         self.config = config
-        self.ctd, self.optim, self.data = parse(config)
-        self.loop = LoopConfig.from_config(config.train)
+        exp = parse_ctd(config, process_count=jax.process_count())  # with the checks only a run needs
+        self.ctd, self.optim, self.data, self.loop = exp.setup, exp.optim, exp.data, exp.loop
         self.tx = make_optimizer(self.optim)
         self.run: Run | None = None
         self.frozen: tuple = ()
@@ -81,7 +61,7 @@ class CTDTask:
         else:
             stats = self._estimate_stats(teacher)
             if jax.process_index() == 0:
-                stats_path.write_text(json.dumps(stats.to_dict()) + "\n")
+                write_json(stats_path, stats.to_dict(), indent=None)
         if self.config.train.target_cache:
             from liteframe_jax.data.target_cache import TargetCache
             TargetCache(self.config.train.target_cache).check_compatible(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,8 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from liteframe_jax.compression.teacher_targets import teacher_targets
-from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.compression.wap import WAPConfig, compressed_grid_shape
+from liteframe_jax.config_base import ConfigBase
 from liteframe_jax.losses.ctd import ChannelStats, CTDLossConfig, ctd_loss, fidelity_metrics
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.internvl import abstract_params
@@ -27,25 +29,27 @@ from liteframe_jax.sharding import DEFAULT_RULES, Rules, batch_shardings, param_
 
 
 @dataclasses.dataclass(frozen=True)
-class CTDSetup:
+class CTDSetup(ConfigBase):
+    """What the CTD step is built from; validate() checks each part, then that they fit together."""
+
+    config_name: ClassVar[str] = "CTD setup"
+    parts: ClassVar[tuple[str, ...]] = ("student", "teacher", "wap", "loss")
     student: StudentConfig
     teacher: InternVLConfig
     wap: WAPConfig
     loss: CTDLossConfig
 
-    def validate(self) -> "CTDSetup":
-        self.student.validate(), self.teacher.validate(), self.wap.validate(), self.loss.validate()
-        from liteframe_jax.compression.wap import compressed_grid_shape
+    def problems(self) -> list[str]:
         t = self.student.num_frames
         want = tuple(compressed_grid_shape(self.wap, self.teacher, t, self.student.image_size))
         got = self.student.output_shape(t)
         if got != want:
-            raise ValueError(f"student output {got} for {t} frames does not match the WAP target {want} "
-                             f"(window {self.wap.window} at {self.wap.location}); adjust student.downsample/out_dim")
+            return [f"student output {got} for {t} frames does not match the WAP target {want} "
+                    f"(window {self.wap.window} at {self.wap.location}); adjust student.downsample/out_dim"]
         if self.student.image_size != self.teacher.vision.image_size:
-            raise ValueError(f"student image_size {self.student.image_size} != teacher image_size "
-                             f"{self.teacher.vision.image_size}: teacher and student must see the same frames")
-        return self
+            return [f"student image_size {self.student.image_size} != teacher image_size "
+                    f"{self.teacher.vision.image_size}: teacher and student must see the same frames"]
+        return []
 
 
 def state_shardings(setup: CTDSetup, tx: optax.GradientTransformation, mesh: Mesh, rules: Rules = DEFAULT_RULES):

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import ClassVar
+
+from liteframe_jax.config_base import ConfigBase
 
 MODES = ("auto", "on", "off")
 
@@ -24,17 +27,18 @@ _CLUSTER_HINTS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class DistributedConfig:
+class DistributedConfig(ConfigBase):
     """mode: "auto" (initialize when values are given or a multi-process cluster is detected), "on" (always;
     jax must find the missing values in the environment), "off" (single process)."""
 
+    config_name: ClassVar[str] = "distributed setup"
     mode: str = "auto"
     coordinator_address: str | None = None  # host:port of process 0
     num_processes: int | None = None
     process_id: int | None = None
     local_device_ids: tuple[int, ...] | None = None  # devices this process drives (e.g. one GPU per process)
 
-    def validate(self) -> "DistributedConfig":
+    def problems(self) -> list[str]:
         e = []
         if self.mode not in MODES:
             e.append(f"distributed mode {self.mode!r} must be one of {MODES}")
@@ -51,9 +55,7 @@ class DistributedConfig:
                      "jax read the cluster environment)")
         if self.mode == "off" and any(v is not None for v in explicit):
             e.append("distributed mode 'off' with coordinator/process values: drop them or use 'auto'")
-        if e:
-            raise ValueError("invalid distributed setup:\n  - " + "\n  - ".join(e))
-        return self
+        return e
 
 
 def detected_cluster(environ=None) -> str | None:

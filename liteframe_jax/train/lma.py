@@ -5,48 +5,27 @@ steps. liteframe_jax.train.loop runs it; the adapted model is written to DIR/mod
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import jax
 from flax import linen as nn
 
 from liteframe_jax.checkpoints import store
-from liteframe_jax.checkpoints.liteframe_store import (load_liteframe, read_liteframe_metadata, save_liteframe,
-                                                       tokenizer_files)
-from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.checkpoints.liteframe_store import load_liteframe, save_liteframe, tokenizer_files
 from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig
-from liteframe_jax.models.config import InternVLConfig
-from liteframe_jax.models.liteframe import LiteFrameConfig, init_liteframe
-from liteframe_jax.models.lora import LoRAConfig, init_lora
-from liteframe_jax.models.visual_path import configs_needed
+from liteframe_jax.models.liteframe import init_liteframe
+from liteframe_jax.models.lora import init_lora
 from liteframe_jax.train import loop
 from liteframe_jax.train.checkpointing import abstract_with_shardings, to_host
+from liteframe_jax.train.experiment import parse_curriculum, parse_lma  # noqa: F401 (parse_curriculum re-exported)
 from liteframe_jax.train.lma_step import LMASetup, combine, init_state, make_eval_step, make_train_step, state_shardings
-from liteframe_jax.train.optim import OptimConfig, make_optimizer
+from liteframe_jax.train.optim import make_optimizer
 from liteframe_jax.train.qa_data import (BATCH_KEYS, example_batch, load_qa_records, qa_batches, qa_config,
                                          qa_tokenizer)
-from liteframe_jax.train.task import LoopConfig, Phase, Run
-from liteframe_jax.train.teacher import teacher_config, teacher_params
-from liteframe_jax.train.tiny_demo import tiny_student, tiny_wap
+from liteframe_jax.train.task import Phase, Run
+from liteframe_jax.train.teacher import teacher_params
 
 MODEL_DIR = "model"
-
-
-def parse_curriculum(text: str) -> list[tuple[int, int]]:
-    """"64:2000,256:1000" -> [(64 frames, 2000 steps), (256, 1000)]."""
-    stages = []
-    for item in filter(None, text.replace(" ", "").split(",")):
-        try:
-            frames, steps = (int(x) for x in item.split(":"))
-        except ValueError:
-            raise ValueError(f"curriculum item {item!r} must be FRAMES:STEPS (integers)") from None
-        if frames < 1 or steps < 1:
-            raise ValueError(f"curriculum item {item!r}: frames and steps must be >= 1")
-        stages.append((frames, steps))
-    if not stages:
-        raise ValueError("curriculum is empty; give FRAMES:STEPS[,FRAMES:STEPS...]")
-    return stages
 
 
 def stage_at(curriculum: list[tuple[int, int]], step: int) -> int:
@@ -62,39 +41,6 @@ def stage_at(curriculum: list[tuple[int, int]], step: int) -> int:
 def stage_end(curriculum: list[tuple[int, int]], stage: int) -> int:
     """The last step (1-based) of curriculum stage `stage`."""
     return sum(steps for _, steps in curriculum[:stage + 1])
-
-
-def parse(config) -> tuple[LMASetup, OptimConfig, list[tuple[int, int]], dict[str, float]]:
-    """Validates the whole config before anything compiles -> (setup, optim, curriculum, group lrs)."""
-    teacher = teacher_config(config)
-    trainable = tuple(x for x in config.trainable.replace(" ", "").replace(",", "+").split("+") if x)
-    lora = LoRAConfig.from_dict(config.lora.to_dict()) if "lora" in trainable else None
-    need = configs_needed(config.encoder)
-    liteframe = _liteframe_config(config, teacher) if "liteframe" in need else None
-    wap = WAPConfig.from_dict(config.wap.to_dict()).validate() if "wap" in need else None
-    setup = LMASetup(config.encoder, teacher, trainable, liteframe, wap, lora).validate()
-    curriculum = parse_curriculum(config.curriculum)
-    total = sum(s for _, s in curriculum)
-    optim = OptimConfig(**{**config.optim.to_dict(), "total_steps": total,
-                           "warmup_steps": min(config.optim.warmup_steps, total - 1)}).validate()
-    errors = LoopConfig.from_config(config.train).errors(jax.process_count())
-    if config.variant != "tiny" and not config.data.train_file:
-        errors.append("data.train_file (JSONL QA records) is required outside the tiny demo")
-    if errors:
-        raise ValueError("invalid LMA config:\n  - " + "\n  - ".join(errors))
-    group_lrs = {k: v for k, v in (("projector", config.optim_projector_lr), ("student", config.optim_student_lr))
-                 if v > 0 and k in trainable}
-    return setup, optim, curriculum, group_lrs
-
-
-def _liteframe_config(config, teacher: InternVLConfig) -> LiteFrameConfig:
-    if config.student.checkpoint:
-        meta = read_liteframe_metadata(config.student.checkpoint)
-        cfg = LiteFrameConfig.from_dict(meta["model"])
-        return dataclasses.replace(cfg, teacher=teacher).validate()
-    if config.variant != "tiny":
-        raise ValueError("student.checkpoint (a CTD run's DIR/student) is required for encoder=student")
-    return LiteFrameConfig(tiny_student(), teacher, tiny_wap().location).validate()
 
 
 def _initial_params(config, setup: LMASetup) -> dict:
@@ -119,9 +65,9 @@ class LMATask:
 
     def __init__(self, config):
         self.config = config
-        self.lma, self.optim, self.curriculum, group_lrs = parse(config)
-        self.loop = LoopConfig.from_config(config.train)
-        self.tx = make_optimizer(self.optim, group_lrs)
+        exp = parse_lma(config, process_count=jax.process_count())  # with the checks only a run needs
+        self.lma, self.optim, self.curriculum, self.loop = exp.setup, exp.optim, exp.curriculum, exp.loop
+        self.tx = make_optimizer(self.optim, exp.group_lrs)
         self.run: Run | None = None
         self.frozen: tuple = ()
         self._trainable_init: dict | None = None  # host params of the trainable groups until init_state

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from liteframe_jax.compression.wap import WAPConfig
+from liteframe_jax.config_base import ConfigBase
 from liteframe_jax.models import llm_front
 from liteframe_jax.models.config import ConfigError, InternVLConfig
 from liteframe_jax.models.liteframe import LiteFrameConfig
@@ -32,7 +34,11 @@ GROUPS = ("projector", "llm", "lora", "student", "vision")
 
 
 @dataclasses.dataclass(frozen=True)
-class LMASetup:
+class LMASetup(ConfigBase):
+    """What the LMA step is built from; validate() checks each given part, then that they fit together."""
+
+    config_name: ClassVar[str] = "LMA setup"
+    parts: ClassVar[tuple[str, ...]] = ("teacher", "liteframe", "wap", "lora")
     encoder: str
     teacher: InternVLConfig
     trainable: tuple[str, ...] = ("projector", "lora")
@@ -45,7 +51,7 @@ class LMASetup:
         """The visual path named by `encoder` (ConfigError when unknown or its config is missing)."""
         return make_visual_path(self.encoder, self.teacher, liteframe=self.liteframe, wap=self.wap)
 
-    def validate(self) -> "LMASetup":
+    def problems(self) -> list[str]:
         e = []
         try:
             path = self.visual
@@ -65,16 +71,9 @@ class LMASetup:
             e.append("'vision' (the teacher's ViT) is trainable only with encoder='teacher' or 'teacher_wap'")
         if path is not None and "projector" in self.trainable and not path.projector_on_path:
             e.append("the projector is not on the visual path when tokens live after it (post_projector)")
-        if e:
-            raise ConfigError("invalid LMA setup:\n  - " + "\n  - ".join(e))
-        self.teacher.validate()
-        if self.liteframe is not None:
-            self.liteframe.validate()
-            if self.liteframe.teacher.text != self.teacher.text:
-                raise ConfigError("the LiteFrame checkpoint was distilled for a different LLM than the teacher's")
-        if self.lora is not None:
-            self.lora.validate()
-        return self
+        if self.liteframe is not None and self.liteframe.teacher.text != self.teacher.text:
+            e.append("the LiteFrame checkpoint was distilled for a different LLM than the teacher's")
+        return e
 
     @property
     def frames_per_group(self) -> int:

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from liteframe_jax.files import atomic_write_text
 from liteframe_jax.sharding import global_batch, make_mesh, rules_from_config
 from liteframe_jax.train.checkpointing import TrainCheckpointer, iterator_states, local_iterator_state
 from liteframe_jax.train.metrics_log import MetricsLogger
@@ -48,7 +49,7 @@ def run(task: Task, workdir: str | Path) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        (workdir / "config.json").write_text(task.config.to_json_best_effort(indent=2) + "\n")
+        atomic_write_text(workdir / "config.json", task.config.to_json_best_effort(indent=2) + "\n")
     rules = rules_from_config(task.config.sharding_rules)
     mesh = make_mesh(dict(task.config.mesh))
     shards = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from liteframe_jax.files import atomic_write_text
+
 
 def _scalar(v) -> float | int | bool:
     a = np.asarray(v)
@@ -32,7 +34,7 @@ class MetricsLogger:
         if self.path.exists():  # a resumed run drops records past its restored step, so the file stays one run
             keep = [line for line in self.path.read_text().splitlines()
                     if line and json.loads(line).get("step", 0) <= start_step]
-            self.path.write_text("".join(k + "\n" for k in keep))
+            atomic_write_text(self.path, "".join(k + "\n" for k in keep))
         from tensorboardX import SummaryWriter
         self.writer = SummaryWriter(str(Path(workdir) / "tensorboard"))
         if progress:

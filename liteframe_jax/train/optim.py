@@ -4,13 +4,17 @@ biases, layer scales and position tables."""
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import optax
 
+from liteframe_jax.config_base import ConfigBase
+
 
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(ConfigBase):
+    config_name: ClassVar[str] = "optimizer config"
     peak_lr: float = 5e-4
     end_lr_ratio: float = 0.01  # final lr = peak_lr * end_lr_ratio
     warmup_steps: int = 100
@@ -21,7 +25,7 @@ class OptimConfig:
     weight_decay: float = 0.05
     clip_norm: float = 1.0  # <= 0 disables clipping
 
-    def validate(self) -> "OptimConfig":
+    def problems(self) -> list[str]:
         e = []
         if self.peak_lr <= 0:
             e.append(f"peak_lr={self.peak_lr} must be > 0")
@@ -31,9 +35,7 @@ class OptimConfig:
             e.append(f"b1={self.b1}, b2={self.b2} must lie in [0, 1)")
         if self.weight_decay < 0 or not 0 <= self.end_lr_ratio <= 1:
             e.append("weight_decay must be >= 0 and end_lr_ratio in [0, 1]")
-        if e:
-            raise ValueError("invalid optimizer config: " + "; ".join(e))
-        return self
+        return e
 
 
 def schedule(cfg: OptimConfig) -> optax.Schedule:

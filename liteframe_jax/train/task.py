@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from jax.sharding import Mesh
 
+from liteframe_jax.config_base import ConfigBase
 from liteframe_jax.data.pipeline import SkipStats
 from liteframe_jax.sharding import Rules
 from liteframe_jax.train.optim import OptimConfig
@@ -25,10 +26,11 @@ LOOP_FIELDS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
-class LoopConfig:
+class LoopConfig(ConfigBase):
     """The loop's own settings (config.train): global batch size, cadences, checkpoint retention, and
     `stop_at_step` >= 0 to stop after that step as if interrupted (for resume tests)."""
 
+    config_name: ClassVar[str] = "train config"
     batch_size: int
     log_every: int
     eval_every: int
@@ -43,11 +45,14 @@ class LoopConfig:
         """From config.train (a ConfigDict that may hold task-specific fields too)."""
         return cls(**{f.name: train[f.name] for f in dataclasses.fields(cls)})
 
-    def errors(self, process_count: int) -> list[str]:
-        """Problems with these settings as "train.FIELD=..." lines (empty when fine)."""
+    def problems(self, process_count: int = 1) -> list[str]:
+        """Problems with these settings as "train.FIELD=..." lines (empty when fine), for a run of
+        `process_count` processes."""
         e = [] if self.batch_size % process_count == 0 else [
             f"train.batch_size={self.batch_size} must divide over {process_count} processes"]
         return e + [f"train.{n}={getattr(self, n)} must be >= 1" for n in LOOP_FIELDS if getattr(self, n) < 1]
+
+    errors = problems
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The frozen InternVL3 teacher of a training config (config.teacher.checkpoint / config.teacher.model): its
-model config, its parameters and how runs record which teacher they used."""
+parameters and how runs record which teacher they used (its model config: train.experiment.teacher_model)."""
 
 from __future__ import annotations
 
@@ -11,22 +11,6 @@ from flax import linen as nn
 from liteframe_jax.checkpoints import store
 from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.internvl import abstract_params, init_params
-
-
-def teacher_config(config) -> InternVLConfig:
-    """The teacher's model config: from its imported checkpoint (at config.teacher.model.dtype), or the config's
-    model for the tiny demo's random teacher. ValueError for a non-InternVL checkpoint or a missing one."""
-    ckpt = config.teacher.checkpoint
-    if ckpt:
-        meta = store.read_metadata(ckpt)
-        if meta["kind"] != "internvl":
-            raise ValueError(f"teacher.checkpoint {ckpt} holds a {meta['kind']!r} checkpoint; expected an imported "
-                             "InternVL3 (converters.import_internvl3)")
-        return InternVLConfig.from_dict(meta["model"]).replace(dtype=config.teacher.model.dtype).validate()
-    if config.variant != "tiny":
-        raise ValueError("teacher.checkpoint is required (import one with converters.import_internvl3); random "
-                         "teachers are only allowed for the tiny demo variant")
-    return InternVLConfig.from_dict(config.teacher.model.to_dict()).validate()
 
 
 def teacher_identity(config) -> dict:

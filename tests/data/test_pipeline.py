@@ -55,7 +55,7 @@ def test_config_validate_lists_every_problem():
 def test_config_dict_round_trip_and_unknown_keys():
     d = json.loads(json.dumps(AUG.to_dict()))
     assert DataConfig.from_dict(d) == AUG
-    with pytest.raises(ValueError, match="unknown DataConfig keys.*colour"):
+    with pytest.raises(ValueError, match="unknown DataConfig field.*colour"):
         DataConfig.from_dict({**d, "colour": 1})
 
 

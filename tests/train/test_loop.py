@@ -243,18 +243,24 @@ def test_a_stop_signal_checkpoints_the_current_step_and_a_rerun_continues_exactl
     np.testing.assert_array_equal(np.load(work / "w.npy"), np.load(ref / "w.npy"))
 
 
-def test_a_second_interrupt_stops_at_once():
-    # start from Python's own SIGINT handler, whatever an earlier test in this process left installed
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test, and the process's previous one back after it. A process started
+    with SIGINT ignored (a background job of a non-interactive shell, `cmd &` in a script) keeps it ignored:
+    Python then installs no KeyboardInterrupt handler, and StopRequest rightly gives the ignored disposition back
+    on a second signal, so the test would see no KeyboardInterrupt."""
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        stop = loop.StopRequest()
-        with stop, pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            assert stop.signal_name == "SIGINT"
-            os.kill(os.getpid(), signal.SIGINT)  # the previous handler (Python's) raises KeyboardInterrupt
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, before)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_second_interrupt_stops_at_once(python_sigint):
+    stop = loop.StopRequest()
+    with stop, pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal_name == "SIGINT"
+        os.kill(os.getpid(), signal.SIGINT)  # the previous handler (Python's) raises KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 class BrokenEvalTask(ToyTask):
