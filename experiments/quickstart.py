@@ -45,7 +45,7 @@ _SCALE = flags.DEFINE_integer("scale", 8, "Frame multiplier of the scaled pipeli
 _CTD_STEPS = flags.DEFINE_integer("ctd_steps", 200, "CTD steps.")
 _LMA_STEPS = flags.DEFINE_integer("lma_steps", 200, "LMA steps per pipeline.")
 _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
-_TEST_VIDEOS = flags.DEFINE_integer("test_videos", 80, "Synthetic videos in the held-out benchmark (5 questions "
+_TEST_VIDEOS = flags.DEFINE_integer("test_videos", 80, "Synthetic videos in the held-out benchmark (7 questions "
                                     "each).")
 _REPEATS = flags.DEFINE_integer("latency_repeats", 20, "Timed runs per latency measurement.")
 
