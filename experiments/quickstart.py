@@ -3,7 +3,7 @@
     python -m experiments.quickstart --workdir runs/quickstart
 
 The comparison the LiteFrame paper makes, at toy scale, on the synthetic "events" benchmark (128-frame clips with
-brief, sparse events next to an always-visible object):
+brief, sparse events and screen flashes next to an always-visible object):
 1. the teacher: the tiny InternVL3-shaped teacher pre-trained on the benchmark's train split (shipped in
    experiments/assets/tiny_teacher, made by configs/teacher_pretrain.py; --pretrain_steps N trains it here);
 2. exports it to the PyTorch InternVL3 layouts (transformers "hf" and OpenGVLab "original"), imports the "hf"
