@@ -27,28 +27,30 @@ def records():
 
 
 @pytest.fixture(scope="module")
-def flashed():
+def clips():
+    """video id -> int32 frames (T, H, W, 3) of the benchmark's clips."""
+    return {v.video_id: v.frames.astype(np.int32) for v in (make_event_video(i, SPEC) for i in range(NUM_VIDEOS))}
+
+
+@pytest.fixture(scope="module")
+def flashed(clips):
     """video id -> (the one colour that covers most of some frame, bool (T,) those frames), from the pixels."""
     out = {}
-    for i in range(NUM_VIDEOS):
-        v = make_event_video(i, SPEC)
-        f = v.frames.astype(np.int32)
+    for video_id, f in clips.items():
         share = {c: (np.abs(f - np.asarray(rgb)).max(-1) <= SPEC.background_noise).mean(axis=(1, 2))
                  for c, rgb in PALETTE.items()}  # per frame, the share of pixels of that colour (+- the texture)
         (color,) = [c for c in PALETTE if share[c].max() > 0.5]
-        out[v.video_id] = color, share[color] > 0.5
+        out[video_id] = color, share[color] > 0.5
     return out
 
 
 @pytest.fixture(scope="module")
-def shown():
+def shown(clips):
     """video id -> {colour: bool (T,) frames showing it}, read from the pixels."""
     out = {}
-    for i in range(NUM_VIDEOS):
-        v = make_event_video(i, SPEC)
-        f = v.frames.astype(np.int32)
+    for video_id, f in clips.items():
         pixels = (f[..., 0] << 16) | (f[..., 1] << 8) | f[..., 2]
-        out[v.video_id] = {c: (pixels == (r << 16 | g << 8 | b)).any(axis=(1, 2)) for c, (r, g, b) in PALETTE.items()}
+        out[video_id] = {c: (pixels == (r << 16 | g << 8 | b)).any(axis=(1, 2)) for c, (r, g, b) in PALETTE.items()}
     return out
 
 
