@@ -1,8 +1,14 @@
-"""Multiple-choice video-QA accuracy of a checkpoint on a JSONL benchmark (Video-MME / MLVU / LongVideoBench style).
+"""Multiple-choice video-QA accuracy of a checkpoint on a JSONL benchmark or a published benchmark's own files.
 
     python -m liteframe_jax.evaluate --checkpoint DIR --benchmark FILE.jsonl [--frames 8]
         [--method generate|loglik|loglik_text] [--out RESULT.json] [--limit N]
         [--system_message default|none|TEXT] [--batch_size 8] [--max_new_tokens 8]
+        [--format videomme|mlvu|longvideobench|mvbench|egoschema|jsonl] [--video_root DIR]
+
+Published files (Video-MME, MLVU, LongVideoBench, MVBench, EgoSchema; liteframe_jax.data.benchmarks) are read as
+distributed and asked and scored with that benchmark's lmms-eval prompt and answer extraction; the result adds
+the benchmark's own `aggregate` (e.g. MLVU's mean over task types, Video-MME by duration). Questions whose video
+is not under --video_root are skipped and reported. What follows describes JSONL records and the defaults.
 
 The benchmark holds one QA record per line (liteframe_jax.data.video_qa: video, question, options, answer letter,
 task, optional start/end). Each question is asked as InternVL's chat prompt: the video prefix (--frames frames,
@@ -181,7 +187,8 @@ def _summary(rows: list[dict]) -> dict:
 
 def evaluate_benchmark(model, records, num_frames: int = DEFAULT_FRAMES, method: str = "generate",
                        batch_size: int = DEFAULT_BATCH_SIZE, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                       system_message: str | None = "default", progress=None, decode_workers: int = 4) -> dict:
+                       system_message: str | None = "default", progress=None, decode_workers: int = 4,
+                       prompt=None, parse=None) -> dict:
     """Accuracy of `model` (a VideoLLM with an LLM and tokenizer) on multiple-choice QARecords (module doc).
 
     Returns {"method", "num_frames", "frames_per_group", "tokens_per_frame_group", "visual_tokens", "overall":
@@ -189,13 +196,17 @@ def evaluate_benchmark(model, records, num_frames: int = DEFAULT_FRAMES, method:
     [{"index", "id", "reason"}], "predictions": [{"index", "id", "task", "answer", "prediction", "correct",
     "response" | "scores"}], "seconds", "model_ms_per_example", "encode_prefill_ms_per_example" (loglik)}.
     Times per example leave out the first batch (compilation); None with a single batch. progress(done, total)
-    is called after each batch. ValueError for bad arguments or no records.
+    is called after each batch. prompt(record) -> user text and parse(reply, record) -> letter or None replace
+    the default question text and `parse_choice` (a benchmark's own rules, liteframe_jax.data.benchmarks).
+    ValueError for bad arguments or no records.
     """
     from liteframe_jax.data.prompts import encode_prompt
     from liteframe_jax.data.qa_pipeline import prompt_ids, question_text
     from liteframe_jax.data.video_qa import LETTERS
 
     t_start = time.perf_counter()
+    prompt = prompt or question_text
+    parse = parse or (lambda reply, r: parse_choice(reply, len(r.options), r.options))
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if num_frames < 1 or batch_size < 1 or max_new_tokens < 1:
@@ -246,12 +257,12 @@ def evaluate_benchmark(model, records, num_frames: int = DEFAULT_FRAMES, method:
             if ok:
                 t0 = time.perf_counter()
                 visuals = {ex["key"]: model.encode_frames(loaded[ex["key"]][0]) for ex in ok}
-                prompts = [prompt_ids(tok, question_text(ex["record"]), num_frames, layout, system) for ex in ok]
+                prompts = [prompt_ids(tok, prompt(ex["record"]), num_frames, layout, system) for ex in ok]
                 if method == "generate":
                     replies = _generate_batch(model, ok, visuals, prompts, batch_size, max_new_tokens, eos)
                     for ex, reply in zip(ok, replies):
                         r = ex["record"]
-                        ex.update(response=reply, prediction=parse_choice(reply, len(r.options), r.options))
+                        ex.update(response=reply, prediction=parse(reply, r))
                 else:
                     answers = []
                     for ex in ok:
@@ -327,9 +338,16 @@ def record_lines(path: str | os.PathLike, errors: list[tuple[int, str]]) -> list
 
 def _define_flags():
     from absl import flags
+    from liteframe_jax.data.benchmarks import FORMATS
     flags.DEFINE_string("checkpoint", None, "Checkpoint directory with an LLM (LiteFrame after LMA, an imported "
                         "InternVL3, or a PyTorch InternVL3 directory).")
-    flags.DEFINE_string("benchmark", None, "JSONL file of QA records (liteframe_jax.data.video_qa format).")
+    flags.DEFINE_string("benchmark", None, "Benchmark file (or folder of per-task files for mlvu/mvbench): JSONL QA "
+                        "records (liteframe_jax.data.video_qa) or a published benchmark file (--format).")
+    flags.DEFINE_enum("format", None, list(FORMATS),
+                      "Benchmark file format, with that benchmark's prompt, answer extraction and aggregate "
+                      "(lmms-eval's); detected from the file when not given.")
+    flags.DEFINE_string("video_root", None, "Folder the benchmark's video names are resolved in (default: the "
+                        "benchmark's folder); questions whose video is not there are skipped and reported.")
     flags.DEFINE_integer("frames", DEFAULT_FRAMES, "Frames per video (InternVL segment-middle sampling).")
     flags.DEFINE_enum("method", "generate", list(METHODS), "generate: parse the letter of a greedy reply; loglik: "
                       "the most likely option letter; loglik_text: the most likely option text (models trained "
@@ -351,25 +369,32 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    from liteframe_jax.data.video_qa import read_records
-    if not os.path.isfile(f.benchmark):
+    from liteframe_jax.data.benchmarks import aggregate, format_aggregate, load_benchmark, where
+    if not os.path.exists(f.benchmark):
         return cli_error(f"benchmark file {f.benchmark!r} does not exist")
     if f.limit is not None and f.limit < 1:
         return cli_error(f"--limit must be >= 1, got {f.limit}")
     try:
-        records, errors = read_records(f.benchmark)
-        lines = record_lines(f.benchmark, errors)
-    except (OSError, UnicodeDecodeError) as e:
+        bench = load_benchmark(f.benchmark, f.format, f.video_root)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return cli_error(f"cannot read {f.benchmark}: {e}")
-    for line, reason in errors[:10]:
-        print(f"{f.benchmark}:{line}: skipped malformed record: {reason}", file=sys.stderr)
-    if len(errors) > 10:
-        print(f"{f.benchmark}: {len(errors) - 10} more malformed lines skipped", file=sys.stderr)
+    except ValueError as e:
+        return cli_error(str(e))
+    for s in bench.skipped[:10]:
+        label = f"{f.benchmark}:{s['line']}" if "line" in s else f"{f.benchmark}: {where(s)}"
+        print(f"{label}: skipped {'record' if 'id' in s else 'malformed record'}: {s['reason']}", file=sys.stderr)
+    if len(bench.skipped) > 10:
+        print(f"{f.benchmark}: {len(bench.skipped) - 10} more skipped", file=sys.stderr)
+    if bench.missing_videos:
+        print(f"{f.benchmark}: {bench.missing_videos} questions skipped: video not found", file=sys.stderr)
+    records, locations = bench.records, bench.locations
     if not records:
-        malformed = f" ({len(errors)} malformed lines)" if errors else ""
-        return cli_error(f"{f.benchmark} has no valid records{malformed}")
+        n = len(bench.skipped)
+        detail = "" if not n else (f" ({n} malformed lines)" if bench.format == "jsonl" else
+                                   f" ({n} skipped, {bench.missing_videos} of them for a missing video)")
+        return cli_error(f"{f.benchmark} has no valid records{detail}")
     if f.limit is not None:
-        records, lines = records[:f.limit], lines[:f.limit]
+        records, locations = records[:f.limit], locations[:f.limit]
     from tqdm import tqdm
     try:
         check_checkpoint(f.checkpoint)
@@ -379,23 +404,26 @@ def main(argv):
             result = evaluate_benchmark(model, records, f.frames, f.method, f.batch_size,
                                         max_new_tokens=f.max_new_tokens, system_message=f.system_message,
                                         progress=lambda done, total: bar.update(done - bar.n),
-                                        decode_workers=f.decode_workers)
+                                        decode_workers=f.decode_workers, prompt=bench.rule.prompt,
+                                        parse=bench.rule.parse)
     except (ValueError, FileNotFoundError) as e:
         return cli_error(str(e))
-    skipped = [{"line": line, "reason": reason} for line, reason in errors]
-    skipped += [{"line": lines[s["index"]], "id": s["id"], "reason": s["reason"]} for s in result.pop("skipped")]
+    result["aggregate"] = aggregate(bench, result["predictions"])
+    skipped = bench.skipped + [{**locations[s["index"]], "id": s["id"], "reason": s["reason"]}
+                               for s in result.pop("skipped")]
     for p in result["predictions"]:
-        p["line"] = lines[p.pop("index")]
+        p.update(locations[p.pop("index")])
     if result["overall"]["total"] == 0:
-        first = f"; first: line {skipped[0]['line']}: {skipped[0]['reason']}" if skipped else ""
+        first = f"; first: {where(skipped[0])}: {skipped[0]['reason']}" if skipped else ""
         return cli_error(f"no record of {f.benchmark} could be evaluated ({len(skipped)} skipped{first})")
-    out = {"checkpoint": str(f.checkpoint), "benchmark": str(f.benchmark), **result, "skipped": skipped,
-           "system_message": f.system_message}
+    out = {"checkpoint": str(f.checkpoint), "benchmark": str(f.benchmark), "format": bench.format, **result,
+           "skipped": skipped, "missing_videos": bench.missing_videos, "system_message": f.system_message}
     out["predictions"] = out.pop("predictions")  # keep the long list last
     if f.out:
         write_json(f.out, out)
         print(f"wrote {f.out}", file=sys.stderr)
     print(format_table(out))
+    print(format_aggregate(out["aggregate"]))
     return 0
 
 
