@@ -200,3 +200,49 @@ def test_cli_errors_and_help(checkpoints, tmp_path):
         assert proc.returncode == 1 and "error: " in stderr and message in stderr, (message, stderr)
     helped = cli("--help")
     assert helped.returncode == 0 and "loglik" in helped.stdout and "unparsed" in helped.stdout
+
+
+def test_benchmark_rules_replace_prompt_and_letter_extraction(model, records):
+    from liteframe_jax.data.benchmarks import RULES
+    rule = RULES["videomme"]
+    picked = [dataclasses.replace(r, options=r.options[:4] + ("x",) * (4 - len(r.options))) for r in records[:2]]
+    result = evaluate_benchmark(model, picked, FRAMES, "generate", batch_size=2, max_new_tokens=4,
+                                system_message="none", prompt=rule.prompt, parse=rule.parse)
+    for record, pred in zip(picked, result["predictions"]):
+        expected = answer(model, clip_pixels(model, record, FRAMES), rule.prompt(record), 4, system_message="none")
+        assert pred["response"] == expected and pred["prediction"] == rule.parse(expected, record)
+
+
+def test_cli_reads_an_mlvu_folder_and_reports_its_macro_average_and_missing_videos(checkpoints, env, tmp_path):
+    from liteframe_jax.data.video import write_video
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    frames[1:, 8:24, 8:24] = 200
+    for name in ("1_plotQA/a.mp4", "4_count/b.mp4"):  # MLVU: video/<task file stem>/<video>
+        (tmp_path / "video" / name).parent.mkdir(parents=True, exist_ok=True)
+        write_video(tmp_path / "video" / name, frames, fps=2.0)
+    bench = tmp_path / "json"
+    bench.mkdir()
+    plot = [{"video": "a.mp4", "question": f"Question {k}?", "candidates": ["red", "blue", "green"],
+             "answer": ["red", "blue", "green"][k % 3], "question_type": "plotQA"} for k in range(3)]
+    plot.append({"video": "gone.mp4", "question": "q?", "candidates": ["a", "b"], "answer": "a",
+                 "question_type": "plotQA"})
+    (bench / "1_plotQA.json").write_text(json.dumps(plot))
+    (bench / "4_count.json").write_text(json.dumps([{"video": "b.mp4", "question": "How many?",
+                                                     "candidates": ["1", "2"], "answer": "2",
+                                                     "question_type": "count"}]))
+    out_json = tmp_path / "result.json"
+    out = cli("--checkpoint", checkpoints[0], "--benchmark", bench, "--video_root", tmp_path / "video", "--method",
+              "loglik", "--frames", FRAMES, "--system_message", "none", "--out", out_json, env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out_json.read_text())
+    assert result["format"] == "mlvu" and result["missing_videos"] == 1
+    assert [(s["file"], s["item"], s["id"]) for s in result["skipped"]] == [("1_plotQA.json", 3, "1_plotQA:3")]
+    assert "video not found" in result["skipped"][0]["reason"]
+    assert [(p["file"], p["item"], p["answer"]) for p in result["predictions"]] == [
+        ("1_plotQA.json", 0, "A"), ("1_plotQA.json", 1, "B"), ("1_plotQA.json", 2, "C"), ("4_count.json", 0, "B")]
+    per_type = {t: np.mean([p["correct"] for p in result["predictions"] if p["task"] == t])
+                for t in ("plotQA", "count")}
+    assert result["aggregate"]["value"] == pytest.approx(np.mean(list(per_type.values())))
+    assert result["aggregate"]["groups"]["question_type"]["plotQA"]["total"] == 3
+    assert "mean accuracy over question_type (2)" in out.stdout
+    assert "1 questions skipped: video not found" in out.stderr
