@@ -86,6 +86,16 @@ def test_export_carries_the_processor_and_its_settings_come_from_the_model(setup
         (8, jm.image_size, jm.frames_per_group, jm.tokens_per_group()) == (8, (112, 112), 4, 4)
 
 
+def test_processor_save_pretrained_round_trip(setup, tmp_path):
+    p = setup["processor"]
+    p.save_pretrained(tmp_path / "saved")
+    q = transformers.AutoProcessor.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    assert (q.num_frames, q.image_size, q.frames_per_group, q.tokens_per_group, q.system_message) == \
+        (p.num_frames, p.image_size, p.frames_per_group, p.tokens_per_group, p.system_message)
+    a, b = p(str(setup["video"]), QUESTION), q(str(setup["video"]), QUESTION)
+    assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["pixel_values"], b["pixel_values"])
+
+
 def test_no_processor_without_tokenizer_or_llm(setup, tmp_path):
     cfg = setup["cfg"]
     save_liteframe(tmp_path / "ck", cfg, _init(cfg, with_llm=True), stage="lma")  # no tokenizer files
