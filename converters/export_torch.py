@@ -6,7 +6,16 @@ DIR is a LiteFrame-JAX checkpoint of kind "liteframe": an LMA result (student + 
 merged) exports as `LiteFrameForConditionalGeneration` (AutoModelForCausalLM); a CTD result (encoder only) exports as
 `LiteFrameStudentModel` (AutoModel), the student plus the teacher's projector. OUT_DIR receives config.json (with
 auto_map), model.safetensors, the modeling files, generation_config.json (full model) and the checkpoint's tokenizer
-files; it appears only when complete.
+files; a full model with tokenizer files also gets a processor (AutoProcessor: processing_liteframe.py, the
+LiteFrame-JAX modules it uses, processor_config.json) that turns a video and a question into inputs exactly as
+`python -m liteframe_jax.generate` does. OUT_DIR appears only when complete.
+
+    from transformers import AutoModelForCausalLM, AutoProcessor
+    model = AutoModelForCausalLM.from_pretrained(OUT_DIR, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(OUT_DIR, trust_remote_code=True)
+    print(model.chat(processor, "video.mp4", "What happens in the video?"))
+
+or by hand:
 
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(OUT_DIR, trust_remote_code=True, dtype="auto")
@@ -29,6 +38,13 @@ from liteframe_jax.cli import check_destination, check_source, error, run
 
 MODELING_DIR = Path(__file__).parent / "torch_modeling"
 MODELING_FILES = ("configuration_liteframe.py", "modeling_liteframe.py")
+PROCESSOR_FILE = "processing_liteframe.py"
+PROCESSOR_CONFIG = "processor_config.json"
+# LiteFrame-JAX's own numpy-only modules, copied beside the processor (one source of truth for sampling,
+# normalization and prompts): export name -> module file under liteframe_jax/data
+PROCESSOR_MODULES = {"liteframe_sampling.py": "sampling.py", "liteframe_frames.py": "frames.py",
+                     "liteframe_prompts.py": "prompts.py"}
+DATA_DIR = Path(__file__).resolve().parents[1] / "liteframe_jax" / "data"
 DTYPES = ("float32", "bfloat16")
 WEIGHTS_FILE = "model.safetensors"
 
@@ -99,6 +115,32 @@ def _generation_config(cfg) -> dict:
     return out
 
 
+def processor_config(cfg) -> dict:
+    """processor_config.json of a Video LLM export: the frame layout of `python -m liteframe_jax.generate` (default
+    frame count, native image size, frames and LLM tokens per `<img>` group, InternVL's system message)."""
+    from liteframe_jax.generate import DEFAULT_FRAMES
+    from liteframe_jax.models.visual_path import for_model
+
+    visual = for_model(cfg)
+    return {"processor_class": "LiteFrameProcessor",
+            "auto_map": {"AutoProcessor": f"{PROCESSOR_FILE[:-3]}.LiteFrameProcessor"},
+            "num_frames": DEFAULT_FRAMES, "image_size": list(visual.image_size),
+            "frames_per_group": visual.frames_per_group, "tokens_per_group": visual.tokens_per_group(),
+            "system_message": "default"}
+
+
+def _write_processor(cfg, tmp: Path, verbose: bool) -> None:
+    """The processor (remote code + LiteFrame-JAX's sampling/frames/prompts modules + processor_config.json)."""
+    shutil.copy2(MODELING_DIR / PROCESSOR_FILE, tmp / PROCESSOR_FILE)
+    for name, source in PROCESSOR_MODULES.items():
+        shutil.copy2(DATA_DIR / source, tmp / name)
+    config = processor_config(cfg)
+    (tmp / PROCESSOR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    _say(f"  processor: {PROCESSOR_FILE}, {', '.join(PROCESSOR_MODULES)}, {PROCESSOR_CONFIG} ({config['num_frames']} "
+         f"frames of {config['image_size'][0]}x{config['image_size'][1]}, {config['frames_per_group']} frame(s) and "
+         f"{config['tokens_per_group']} tokens per group)", verbose)
+
+
 def export_liteframe(checkpoint: str | Path, dst: str | Path, dtype: str = "float32", overwrite: bool = False,
                      verbose: bool = True) -> Path:
     """Writes the PyTorch export of LiteFrame checkpoint `checkpoint` to `dst` atomically; returns `dst`.
@@ -142,6 +184,10 @@ def export_liteframe(checkpoint: str | Path, dst: str | Path, dtype: str = "floa
         for name in copied:
             shutil.copy2(checkpoint / name, tmp / name)
         _say(f"  tokenizer files: {', '.join(copied) if copied else 'none in the checkpoint'}", verbose)
+        if with_llm and copied:
+            _write_processor(cfg, tmp, verbose)
+        elif with_llm:
+            _say("  no processor (it needs the checkpoint's tokenizer files)", verbose)
     return dst
 
 

@@ -435,5 +435,26 @@ class LiteFrameForConditionalGeneration(LiteFrameVideoEncoderMixin, PreTrainedMo
             model_inputs["pixel_values"] = pixel_values
         return model_inputs
 
+    # ------------------------------------------------------------------ convenience
+    @torch.no_grad()
+    def chat(self, processor, video, question: str, max_new_tokens: int = 64, num_frames: int | None = None,
+             system_message: str | None = "config", start: float | None = None, end: float | None = None,
+             return_tokens: bool = False):
+        """Greedy answer to `question` about `video` (a file path or uint8 frames (T, H, W, 3)), with the exported
+        processor (`AutoProcessor.from_pretrained(dir, trust_remote_code=True)`) building the inputs as
+        LiteFrame-JAX's `generate` does. Decoding stops at the end-of-turn token (the config's eos id, else
+        <|im_end|>). Returns the text, or (text, new token ids) with return_tokens=True."""
+        inputs = processor(video, question, num_frames=num_frames, system_message=system_message, start=start,
+                           end=end, return_tensors="pt")
+        eos = self.config.eos_token_id if self.config.eos_token_id is not None else processor.end_token_id
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else eos
+        ids = inputs["input_ids"].to(self.device)
+        out = self.generate(input_ids=ids, attention_mask=inputs["attention_mask"].to(self.device),
+                            pixel_values=inputs["pixel_values"].to(self.device, self.dtype), do_sample=False,
+                            num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad)
+        new = out[0, ids.shape[1]:].cpu()
+        text = processor.decode_answer(new, eos)
+        return (text, new) if return_tokens else text
+
 
 __all__ = ["LiteFrameStudentModel", "LiteFrameForConditionalGeneration", "resize_linear", "pixel_shuffle"]
