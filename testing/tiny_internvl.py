@@ -94,13 +94,21 @@ class TinySpec:
     bos_token_id: int = 1
     eos_token_id: int = 2
     max_position_embeddings: int = 512
+    # "qwen2" (InternVL3) or "qwen3" (InternVL3.5: per-head q/k RMSNorm, no q/k/v bias, explicit head_dim).
+    text_model_type: str = "qwen2"
+    qwen3_head_dim: int | None = None  # Qwen3 only; None: text_hidden // text_heads
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
         if (self.image_size // self.patch_size) % 2:
             raise ValueError("the patch grid must be even (pixel shuffle with ratio 0.5)")
-        if self.vision_hidden % self.vision_heads or self.text_hidden % self.text_heads:
+        if self.text_model_type not in ("qwen2", "qwen3"):
+            raise ValueError("text_model_type must be 'qwen2' or 'qwen3'")
+        if self.qwen3_head_dim is not None and self.text_model_type != "qwen3":
+            raise ValueError("qwen3_head_dim is a Qwen3 setting")
+        text_split = self.qwen3_head_dim is None and self.text_hidden % self.text_heads
+        if self.vision_hidden % self.vision_heads or text_split:
             raise ValueError("heads must divide hidden sizes")
         if self.text_heads % self.text_kv_heads:
             raise ValueError("text_kv_heads must divide text_heads")
@@ -137,7 +145,14 @@ class TinySpec:
 
     @property
     def text_head_dim(self) -> int:
-        return self.text_hidden // self.text_heads
+        return self.qwen3_head_dim or self.text_hidden // self.text_heads
+
+    def llm_fields(self) -> dict:
+        """The text-config fields that differ between the Qwen2 and Qwen3 LLMs."""
+        if self.text_model_type == "qwen2":
+            return {"model_type": "qwen2", "use_sliding_window": False}
+        return {"model_type": "qwen3", "head_dim": self.text_head_dim, "attention_bias": False,
+                "use_sliding_window": False}
 
 
 def tokens_per_frame(spec: TinySpec, pixel_size: int | None = None) -> int:
@@ -173,7 +188,7 @@ def _hf_config(spec: TinySpec):
             use_absolute_position_embeddings=True,
         ),
         text_config=dict(
-            model_type="qwen2",
+            **spec.llm_fields(),
             vocab_size=spec.vocab_size,
             hidden_size=spec.text_hidden,
             intermediate_size=spec.text_mlp,
@@ -185,7 +200,6 @@ def _hf_config(spec: TinySpec):
             max_position_embeddings=spec.max_position_embeddings,
             hidden_act="silu",
             tie_word_embeddings=False,
-            use_sliding_window=False,
             bos_token_id=spec.bos_token_id,
             eos_token_id=spec.eos_token_id,
             pad_token_id=spec.pad_token_id,
@@ -361,11 +375,12 @@ def _legacy_to_runtime(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def expected_key_counts(spec: TinySpec) -> dict[str, int]:
     """Tensor counts per layout.
 
-    original  : 4 (cls, patch w/b, pos) + L_v*14 (+2 with qk norm) + 6 (mlp1) + 1 (embed) + L_t*12 + 2 (norm, head)
+    original  : 4 (cls, patch w/b, pos) + L_v*14 (+2 with qk norm) + 6 (mlp1) + 1 (embed) + L_t*12 + 2 (norm, head);
+                Qwen3 LLM layers have 11 (no q/k/v biases, plus q_norm and k_norm)
     hf / hf_runtime: same but 18 (+2) per vision layer (q, k, v split: 3 weights + 3 biases instead of 2).
     """
     qk = 2 if spec.use_qk_norm else 0
-    llm = 1 + spec.text_layers * 12 + 2
+    llm = 1 + spec.text_layers * (11 if spec.text_model_type == "qwen3" else 12) + 2
     orig = 4 + spec.vision_layers * (14 + qk) + 6 + llm
     hf = 4 + spec.vision_layers * (18 + qk) + 6 + llm
     return {"original": orig, "hf": hf, "hf_runtime": hf}
@@ -418,8 +433,8 @@ def original_config_dict(spec: TinySpec) -> dict:
             "use_flash_attn": False,
         },
         "llm_config": {
-            "architectures": ["Qwen2ForCausalLM"],
-            "model_type": "qwen2",
+            "architectures": ["Qwen3ForCausalLM" if spec.text_model_type == "qwen3" else "Qwen2ForCausalLM"],
+            **spec.llm_fields(),
             "hidden_size": spec.text_hidden,
             "intermediate_size": spec.text_mlp,
             "num_hidden_layers": spec.text_layers,
@@ -433,7 +448,6 @@ def original_config_dict(spec: TinySpec) -> dict:
             "hidden_act": "silu",
             "bos_token_id": spec.bos_token_id,
             "eos_token_id": spec.eos_token_id,
-            "use_sliding_window": False,
             "attention_dropout": 0.0,
             "torch_dtype": "float32",
         },

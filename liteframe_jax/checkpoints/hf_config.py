@@ -48,21 +48,37 @@ def _rope(text: dict[str, Any]) -> tuple[float, str, float]:
     return float(theta), "dynamic", float(scaling.get("factor", 1.0))
 
 
+# LLM model_type -> architecture: InternVL3 (Qwen2/Qwen2.5) and dense InternVL3.5 (Qwen3). Not qwen3_moe, not InternLM3.
+_LLMS = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+QWEN3_DEFAULT_HEAD_DIM = 128  # transformers' Qwen3Config default when a config omits head_dim
+
+
 def _text_config(text: dict[str, Any], tie: bool) -> TextConfig:
-    arch = (text.get("architectures") or ["Qwen2ForCausalLM"])[0]
-    if text.get("model_type", "qwen2") != "qwen2" or arch != "Qwen2ForCausalLM":
+    model_type = text.get("model_type", "qwen2")
+    arch = (text.get("architectures") or [_LLMS.get(model_type, "Qwen2ForCausalLM")])[0]
+    if model_type not in _LLMS or arch != _LLMS[model_type]:
         raise ConfigError(f"unsupported LLM {text.get('model_type')!r}/{arch!r}: only Qwen2/Qwen2.5 InternVL3 "
-                          "models are supported")
+                          "and dense Qwen3 InternVL3.5 models are supported")
     theta, scaling, factor = _rope(text)
     hidden, heads = text["hidden_size"], text["num_attention_heads"]
-    if text.get("head_dim") not in (None, hidden // heads):
-        raise ConfigError(f"text head_dim={text['head_dim']} != hidden_size/num_heads is not supported")
+    qwen3 = model_type == "qwen3"
+    if qwen3:
+        if text.get("attention_bias", False):
+            raise ConfigError("Qwen3 attention_bias=True (q/k/v/o biases) is not supported; InternVL3.5 has none")
+        if text.get("use_sliding_window", False):
+            raise ConfigError("Qwen3 use_sliding_window=True is not supported")
+        head_dim = text.get("head_dim") or QWEN3_DEFAULT_HEAD_DIM
+    else:
+        if text.get("head_dim") not in (None, hidden // heads):
+            raise ConfigError(f"text head_dim={text['head_dim']} != hidden_size/num_heads is not supported")
+        head_dim = None
     return TextConfig(
         vocab_size=text["vocab_size"], hidden_size=hidden, num_layers=text["num_hidden_layers"], num_heads=heads,
-        num_kv_heads=text.get("num_key_value_heads", heads), mlp_dim=text["intermediate_size"], qkv_bias=True,
+        num_kv_heads=text.get("num_key_value_heads", heads), mlp_dim=text["intermediate_size"], qkv_bias=not qwen3,
         rope_theta=theta, rope_scaling=scaling, rope_scaling_factor=factor,
         rms_norm_eps=text.get("rms_norm_eps", 1e-6),
-        max_position_embeddings=text.get("max_position_embeddings", 32768), tie_word_embeddings=tie)
+        max_position_embeddings=text.get("max_position_embeddings", 32768), tie_word_embeddings=tie,
+        qk_norm=qwen3, explicit_head_dim=head_dim)
 
 
 def _pair(v) -> tuple[int, int]:

@@ -84,7 +84,10 @@ class VisionConfig(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig(ConfigBase):
-    """Qwen2 / Qwen2.5 decoder. Defaults are Qwen2.5-7B with InternVL3's 151674-token vocabulary."""
+    """Qwen2 / Qwen2.5 / Qwen3 (dense) decoder. Defaults are Qwen2.5-7B with InternVL3's 151674-token vocabulary.
+
+    Qwen3 (InternVL3.5) differs by three fields: `qk_norm=True` (per-head RMSNorm on q and k before RoPE),
+    `qkv_bias=False`, and `explicit_head_dim` (its head width is not hidden_size / num_heads)."""
 
     config_name: ClassVar[str] = "text config"
     vocab_size: int = 151674
@@ -100,17 +103,21 @@ class TextConfig(ConfigBase):
     rms_norm_eps: float = 1e-6
     max_position_embeddings: int = 32768
     tie_word_embeddings: bool = False
+    qk_norm: bool = False  # Qwen3: RMSNorm over each head's q and k (width head_dim) before RoPE
+    explicit_head_dim: int | None = None  # None: hidden_size // num_heads (Qwen2); Qwen3 states its own
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.explicit_head_dim if self.explicit_head_dim is not None else self.hidden_size // self.num_heads
 
     def problems(self) -> list[str]:
         e = _positive(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
                              "max_position_embeddings"), "text")
+        if self.explicit_head_dim is not None:
+            e += _positive(self, ("explicit_head_dim",), "text")
         if e:
             return e
-        if self.hidden_size % self.num_heads:
+        if self.explicit_head_dim is None and self.hidden_size % self.num_heads:
             e.append(f"text.num_heads={self.num_heads} does not divide text.hidden_size={self.hidden_size}")
         elif self.head_dim % 2:
             e.append(f"text head_dim={self.head_dim} must be even for rotary embeddings")

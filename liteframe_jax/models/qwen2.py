@@ -1,4 +1,4 @@
-"""Qwen2 / Qwen2.5 decoder with an explicit, pure-functional KV cache.
+"""Qwen2 / Qwen2.5 / Qwen3 (dense) decoder with an explicit, pure-functional KV cache.
 
 The cache is a pytree passed in and returned: one {"k", "v"} pair of (B, S, K, H) arrays per layer, where S is
 the cache capacity. `cache_index` is the slot where the current chunk's first token is written.
@@ -45,7 +45,8 @@ def init_kv_cache(cfg: TextConfig, batch: int, capacity: int, dtype=jnp.float32)
 
 
 class DecoderAttention(nn.Module):
-    """Causal GQA with q/k/v biases and RoPE. x (B, L, D) -> (B, L, D), updated layer cache."""
+    """Causal GQA with RoPE, q/k/v biases (Qwen2) or per-head q/k RMSNorm before RoPE (Qwen3).
+    x (B, L, D) -> (B, L, D), updated layer cache."""
 
     cfg: TextConfig
     dtype: jnp.dtype = jnp.float32
@@ -59,8 +60,12 @@ class DecoderAttention(nn.Module):
         q = dense(c.num_heads * c.head_dim, ("embed", "heads"), use_bias=c.qkv_bias, dtype=self.dtype, name="q")(x)
         k = dense(kv_dim, ("embed", "kv_heads"), use_bias=c.qkv_bias, dtype=self.dtype, name="k")(x)
         v = dense(kv_dim, ("embed", "kv_heads"), use_bias=c.qkv_bias, dtype=self.dtype, name="v")(x)
-        q = apply_rope(q.reshape(b, L, c.num_heads, c.head_dim), cos, sin)
-        k = apply_rope(k.reshape(b, L, c.num_kv_heads, c.head_dim), cos, sin)
+        q = q.reshape(b, L, c.num_heads, c.head_dim)
+        k = k.reshape(b, L, c.num_kv_heads, c.head_dim)
+        if c.qk_norm:
+            q = RMSNorm(c.rms_norm_eps, axis_name="head_dim", name="q_norm")(q)
+            k = RMSNorm(c.rms_norm_eps, axis_name="head_dim", name="k_norm")(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         v = v.reshape(b, L, c.num_kv_heads, c.head_dim)
         if cache is not None:
             at = (0, cache_index, 0, 0)

@@ -1,4 +1,7 @@
-"""The JAX InternVL3 computes the same function as transformers' PyTorch InternVLForConditionalGeneration.
+"""The JAX InternVL3 / InternVL3.5 computes the same function as transformers' InternVLForConditionalGeneration.
+
+InternVL3 specs use a Qwen2 LLM; the `qwen3*` specs use a Qwen3 LLM as InternVL3.5 does (per-head q/k RMSNorm,
+no q/k/v bias, head_dim independent of hidden_size / num_heads).
 
 Tiny random references (perturbed so layer scales, CLS and position tables are non-trivial) are written to disk
 in each key layout, imported through the real converter path, and compared in fp32: InternViT features, projector
@@ -7,10 +10,13 @@ outputs, full logits (max relative error <= 1e-5) and greedy generations (identi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import liteframe_jax as lf
+from liteframe_jax.checkpoints.import_internvl import convert_internvl3
 from liteframe_jax.models.internvl import InternVL
 from testing.tiny_internvl import TinySpec, build_reference, make_inputs, reference_outputs, write_checkpoint
 
@@ -25,6 +31,13 @@ SPECS = {
     # qk-norm in the ViT, plain multi-head attention in the LLM, 2 kv = 2 q heads.
     "qknorm": TinySpec(use_qk_norm=True, vision_heads=2, text_hidden=32, text_heads=2, text_kv_heads=2,
                        text_mlp=64, seed=2),
+    # InternVL3.5: Qwen3 LLM, head_dim 24 != 64 / 4, GQA 4 q / 2 kv heads.
+    "qwen3": TinySpec(text_model_type="qwen3", qwen3_head_dim=24, text_hidden=64, text_heads=4, text_kv_heads=2,
+                      text_mlp=128, seed=3),
+    # Qwen3 LLM with head_dim 16 > 48 / 6, MQA (1 kv head), 3 layers; qk-norm ViT, 84 px, second-to-last block.
+    "qwen3_mqa": TinySpec(text_model_type="qwen3", qwen3_head_dim=16, text_hidden=48, text_heads=6, text_kv_heads=1,
+                          text_layers=3, text_mlp=96, vocab_size=256, rope_theta=10000.0, use_qk_norm=True,
+                          vision_heads=2, image_size=84, vision_feature_layer=-2, seed=4),
 }
 LAYOUTS = ("original", "hf", "hf_runtime")
 
@@ -63,6 +76,9 @@ def test_outputs_match_transformers(reference, layout, record_property):
     name, spec, refs, dirs = reference
     model = lf.load(dirs[layout])
     assert model.config.vision.qkv_layout == ("fused" if layout == "original" else "split")
+    text = model.config.text
+    assert (text.qk_norm, text.qkv_bias) == ((True, False) if spec.text_model_type == "qwen3" else (False, True))
+    assert text.head_dim == spec.text_head_dim
     for case, (inputs, ref) in refs.items():
         pixels = nhwc(inputs.pixel_values)
         mask = inputs.attention_mask.numpy()
@@ -95,3 +111,35 @@ def test_parity_check_detects_a_wrong_weight(reference):
     params["vision"] = vision
     out = InternVL(model.config).apply({"params": params}, nhwc(inputs.pixel_values), method=InternVL.vision_features)
     assert rel_err(out, ref["vision_hidden"]) > TOL
+
+
+def test_parity_check_detects_a_wrong_llm_attention_weight(reference):
+    """The logits comparison is sensitive to the LLM attention's own tensors: a 1% error in the first layer's
+    query RMSNorm scale (Qwen3) or query bias (Qwen2) breaks logits parity."""
+    name, spec, refs, dirs = reference
+    model = lf.load(dirs["hf"])
+    inputs, ref = refs["native"]
+    attn = model.params["llm"]["layers_0"]["attn"]
+    tensor = "q_norm" if spec.text_model_type == "qwen3" else "q"
+    leaf = "scale" if tensor == "q_norm" else "bias"
+    attn = {**attn, tensor: {**attn[tensor], leaf: attn[tensor][leaf] * 1.01}}
+    layer = {**model.params["llm"]["layers_0"], "attn": attn}
+    params = {**model.params, "llm": {**model.params["llm"], "layers_0": layer}}
+    broken = dataclasses.replace(model, params=params)
+    mask = inputs.attention_mask.numpy()
+    logits = np.asarray(broken.logits(inputs.input_ids.numpy(), nhwc(inputs.pixel_values), mask))
+    real = mask.astype(bool)
+    assert rel_err(logits[real], ref["logits"][real]) > TOL
+
+
+def test_converted_checkpoint_matches_direct_import(reference, tmp_path):
+    """The converter's written checkpoint (our format, config with the LLM fields) loads back to the same logits."""
+    name, spec, refs, dirs = reference
+    inputs, ref = refs["native"]
+    out = convert_internvl3(dirs["original"], tmp_path / "ours")
+    model = lf.load(out)
+    assert model.config == lf.load(dirs["original"]).config
+    mask = inputs.attention_mask.numpy()
+    logits = np.asarray(model.logits(inputs.input_ids.numpy(), nhwc(inputs.pixel_values), mask))
+    real = mask.astype(bool)
+    assert rel_err(logits[real], ref["logits"][real]) <= TOL
