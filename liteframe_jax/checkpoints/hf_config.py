@@ -161,8 +161,14 @@ def _size(hw: tuple[int, int]):
 
 
 def _llm_fields(t: TextConfig) -> dict[str, Any]:
-    """Qwen2 fields both styles share (the rope fields differ)."""
-    return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": t.hidden_size,
+    """Qwen2 / Qwen3 fields both styles share (the rope fields differ)."""
+    family = "qwen2"
+    if t.qk_norm:  # Qwen3 (InternVL3.5): q/k norm, no biases, its own head_dim
+        if t.qkv_bias:
+            raise ConfigError("a text config with qk_norm and qkv_bias is neither Qwen2 nor Qwen3")
+        family = "qwen3"
+    qwen3 = {"head_dim": t.head_dim, "attention_bias": False} if family == "qwen3" else {}
+    return {"architectures": [_LLMS[family]], "model_type": family, **qwen3, "hidden_size": t.hidden_size,
             "intermediate_size": t.mlp_dim, "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
             "num_key_value_heads": t.num_kv_heads, "vocab_size": t.vocab_size,
             "rms_norm_eps": t.rms_norm_eps, "max_position_embeddings": t.max_position_embeddings,

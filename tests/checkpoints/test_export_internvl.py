@@ -1,5 +1,5 @@
-"""Exporting our InternVL checkpoints to the PyTorch InternVL3 layouts: exact round trips, parity in transformers,
-refusals.
+"""Exporting our InternVL checkpoints (InternVL3 / Qwen2 and InternVL3.5 / Qwen3 LLMs) to the PyTorch layouts:
+exact round trips, parity in transformers, refusals.
 
 A tiny random transformers InternVL3 (testing/tiny_internvl.py) is written once per module in both layouts and
 imported; each import is exported to both layouts (the hf-sourced ones in several shards). Parity errors are
@@ -39,9 +39,15 @@ NEW_TOKENS = 4
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def spec():
-    return TinySpec()
+SPECS = {"qwen2": TinySpec(),  # InternVL3
+         # InternVL3.5: Qwen3 LLM (q/k norm, no q/k/v bias), head_dim 24 != 64 / 4
+         "qwen3": TinySpec(text_model_type="qwen3", qwen3_head_dim=24, text_hidden=64, text_heads=4, text_kv_heads=2,
+                           seed=3)}
+
+
+@pytest.fixture(scope="module", params=list(SPECS))
+def spec(request):
+    return SPECS[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +56,8 @@ def reference(spec):
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("export")
+def root(tmp_path_factory, spec):
+    return tmp_path_factory.mktemp(f"export-{spec.text_model_type}")  # one folder per spec
 
 
 @pytest.fixture(scope="module")
