@@ -59,13 +59,13 @@ def _random_like(tree, key):
                               0.02 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
 
-@pytest.mark.parametrize("encoder", ["teacher", "student"])
-def test_lma_lora_trains_on_a_qwen3_llm(encoder):
+def _lma_run(encoder: str, mesh_axes: dict, steps: int = 5):
+    """LoRA + projector LMA steps on random params; returns (losses, final state, frozen params, initial q_norm)."""
     liteframe = LiteFrameConfig(tiny_student(), TEACHER, tiny_wap().location) if encoder == "student" else None
     setup = lma_step.LMASetup(encoder, TEACHER, ("projector", "lora"), lora=LoRAConfig(rank=2, alpha=4),
                               liteframe=liteframe).validate()
     tx = make_optimizer(OptimConfig(peak_lr=1e-2, warmup_steps=0, total_steps=10))
-    mesh = make_mesh(ONE_DEVICE, jax.devices()[:1])
+    mesh = make_mesh(mesh_axes, jax.devices()[:int(np.prod(list(mesh_axes.values())))])
     _, st_sh, fr_sh = lma_step.state_shardings(setup, tx, mesh)
     trainable, frozen = lma_step.split_abstract(setup)
     del trainable["lora"]
@@ -76,7 +76,7 @@ def test_lma_lora_trains_on_a_qwen3_llm(encoder):
     frozen = jax.device_put(frozen, fr_sh)
     state = lma_step.init_state(tx, jax.device_put(trainable, st_sh["params"]), st_sh)
 
-    frames, b, length = 4, 2, 40
+    frames, b, length = 4, 4, 40
     n_visual = frames // setup.frames_per_group * setup.tokens_per_group()
     rng = np.random.default_rng(0)
     ids = rng.integers(3, 200, (b, length)).astype(np.int32)
@@ -87,10 +87,23 @@ def test_lma_lora_trains_on_a_qwen3_llm(encoder):
              "loss_mask": loss_mask, "attention_mask": np.ones((b, length), np.int32)}
     step = lma_step.make_train_step(setup, tx, mesh, batch)
     losses = []
-    for _ in range(5):
+    for _ in range(steps):
         state, m = step(state, frozen, jax.device_put(batch, batch_shardings(mesh, batch)))
         losses.append(float(m["loss"]))
+    return np.array(losses), state, frozen, q_norm
+
+
+@pytest.mark.parametrize("encoder", ["teacher", "student"])
+def test_lma_lora_trains_on_a_qwen3_llm(encoder):
+    losses, state, frozen, q_norm = _lma_run(encoder, ONE_DEVICE)
     assert losses[-1] < losses[0]
     lora_q = jax.device_get(state["params"]["lora"]["layers_0"]["attn"]["q"])
     assert not np.allclose(lora_q["b"], 0)  # B starts at zero
     np.testing.assert_array_equal(jax.device_get(frozen["llm"]["layers_0"]["attn"]["q_norm"]["scale"]), q_norm)
+
+
+def test_lma_on_a_qwen3_llm_is_the_same_on_8_sharded_devices():
+    """data x fsdp x tensor = 2 x 2 x 2: the q/k norms act on tensor-sharded heads."""
+    one, *_ = _lma_run("teacher", ONE_DEVICE, steps=3)
+    many, *_ = _lma_run("teacher", {"data": 2, "fsdp": 2, "tensor": 2}, steps=3)
+    np.testing.assert_allclose(many, one, rtol=1e-5)
