@@ -24,6 +24,8 @@ def tiny(**changes) -> InternVLConfig:
     ({}, dict(num_heads=5), {}, "text.num_heads=5 does not divide text.hidden_size=96"),
     ({}, dict(num_kv_heads=4), {}, "text.num_kv_heads=4 does not divide text.num_heads=6"),
     ({}, dict(hidden_size=60, num_heads=12), {}, "head_dim=5 must be even"),
+    ({}, dict(explicit_head_dim=15), {}, "head_dim=15 must be even"),
+    ({}, dict(explicit_head_dim=0), {}, "text.explicit_head_dim=0 must be a positive integer"),
     ({}, dict(rope_scaling="yarn"), {}, "text.rope_scaling='yarn'"),
     ({}, {}, dict(downsample_ratio=0.3), "downsample_ratio=0.3 must be 1/k"),
     ({}, {}, dict(image_token_id=512), "image_token_id=512 is outside the vocabulary [0, 512)"),
@@ -55,9 +57,24 @@ def test_unknown_fields_are_rejected():
         InternVLConfig.from_dict(d)
 
 
-def test_config_round_trips_through_json():
-    cfg = tiny()
+@pytest.mark.parametrize("llm", ["qwen2", "qwen3"])
+def test_config_round_trips_through_json(llm):
+    cfg = model_from_config(internvl3_tiny.get_config(f"llm={llm}"))
     assert InternVLConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_an_explicit_head_dim_need_not_divide_the_width():
+    """Qwen3: head_dim is its own field; hidden_size need not be num_heads * head_dim."""
+    text = TextConfig(hidden_size=100, num_heads=6, num_kv_heads=2, explicit_head_dim=24, qk_norm=True,
+                      qkv_bias=False)
+    assert text.validate().head_dim == 24 and TextConfig(hidden_size=96, num_heads=6).head_dim == 16
+
+
+def test_a_config_saved_before_the_qwen3_fields_reads_as_qwen2():
+    d = tiny().to_dict()
+    del d["text"]["qk_norm"], d["text"]["explicit_head_dim"]
+    text = InternVLConfig.from_dict(d).text
+    assert (text.qk_norm, text.explicit_head_dim, text.head_dim) == (False, None, 16)
 
 
 def test_command_line_arguments_reach_the_tiny_config():
