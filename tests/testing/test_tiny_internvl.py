@@ -91,7 +91,8 @@ def test_build_is_deterministic_and_nontrivial(model):
 
 
 def test_key_mapping_roundtrip_and_counts():
-    for spec in (SPEC, ti.TinySpec(use_qk_norm=True, vision_layers=3, text_layers=1)):
+    qwen3 = ti.TinySpec(text_model_type="qwen3", qwen3_head_dim=20, text_hidden=64, text_heads=4, text_kv_heads=2)
+    for spec in (SPEC, ti.TinySpec(use_qk_norm=True, vision_layers=3, text_layers=1), qwen3):
         m = ti.build_reference(spec)
         sd = _state(m)
         counts = ti.expected_key_counts(spec)
@@ -101,7 +102,10 @@ def test_key_mapping_roundtrip_and_counts():
         # Per vision layer: fused qkv weight+bias, proj weight+bias, ls1, ls2, two norms (weight+bias each),
         # fc1/fc2 (weight+bias each) = 14 tensors, +2 for q/k norms.
         qk = 2 if spec.use_qk_norm else 0
-        assert counts["original"] == 4 + spec.vision_layers * (14 + qk) + 6 + 1 + spec.text_layers * 12 + 2
+        # Per LLM layer: Qwen2 has q/k/v weight+bias, o, 3 MLP, 2 norms = 12; Qwen3 drops the 3 biases and adds
+        # q_norm/k_norm = 11.
+        per_llm_layer = 11 if spec.text_model_type == "qwen3" else 12
+        assert counts["original"] == 4 + spec.vision_layers * (14 + qk) + 6 + 1 + spec.text_layers * per_llm_layer + 2
         # Fused qkv rows are [q; k; v].
         w = orig["vision_model.encoder.layers.0.attn.qkv.weight"]
         h = spec.vision_hidden
@@ -113,9 +117,14 @@ def test_key_mapping_roundtrip_and_counts():
         for k in ("vision_model.embeddings.class_embedding", "vision_model.embeddings.position_embedding",
                   "vision_model.embeddings.patch_embedding.weight", "vision_model.encoder.layers.0.ls1",
                   "vision_model.encoder.layers.0.norm2.bias", "vision_model.encoder.layers.0.attn.proj.bias",
-                  "mlp1.0.weight", "mlp1.1.bias", "mlp1.3.weight", "language_model.lm_head.weight",
-                  "language_model.model.layers.0.self_attn.q_proj.bias"):
+                  "mlp1.0.weight", "mlp1.1.bias", "mlp1.3.weight", "language_model.lm_head.weight"):
             assert k in orig, k
+        llm_attn = "language_model.model.layers.0.self_attn."
+        if spec.text_model_type == "qwen3":
+            assert orig[llm_attn + "q_norm.weight"].shape == orig[llm_attn + "k_norm.weight"].shape == (20,)
+            assert orig[llm_attn + "q_proj.weight"].shape == (4 * 20, 64) and llm_attn + "q_proj.bias" not in orig
+        else:
+            assert llm_attn + "q_proj.bias" in orig and llm_attn + "q_norm.weight" not in orig
         if spec.use_qk_norm:
             assert "vision_model.encoder.layers.0.attn.q_norm.weight" in orig
         _assert_bitwise_equal(ti.original_to_hf_runtime(orig), sd)
