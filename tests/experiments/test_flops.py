@@ -82,12 +82,16 @@ def test_vision_matmul_flops_equal_the_lowered_program(name, plan):
             assert flops.lowered_matmul_flops(text) == pytest.approx(expected, rel=1e-9), (pipeline, frames)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_prefill_matmul_flops_equal_the_lowered_program(tied):
+@pytest.mark.parametrize("tied, qwen3", [(False, False), (True, False), (False, True)])
+def test_prefill_matmul_flops_equal_the_lowered_program(tied, qwen3):
+    """qwen3: an InternVL3.5-style LLM, whose head_dim (here width / heads + 8) sets the q/k/v/o widths."""
     plan = _plan()
+    text = plan.teacher.text
     if tied:
-        plan = dataclasses.replace(plan, teacher=plan.teacher.replace(
-            text=dataclasses.replace(plan.teacher.text, tie_word_embeddings=True)))
+        text = dataclasses.replace(text, tie_word_embeddings=True)
+    if qwen3:
+        text = dataclasses.replace(text, qk_norm=True, qkv_bias=False, explicit_head_dim=text.head_dim + 8)
+    plan = dataclasses.replace(plan, teacher=plan.teacher.replace(text=text))
     for pipeline in ("teacher", "student"):
         args = _prefill_args(plan, pipeline, 4)
         text = _jitted()["prefill"].lower(*args).as_text()
