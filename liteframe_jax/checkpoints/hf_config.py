@@ -1,5 +1,6 @@
-"""Reads an InternVL3 checkpoint's own config.json (OpenGVLab or transformers style) and tokenizer files
-into our `InternVLConfig`, and writes our config back as either style's config.json (export).
+"""Reads an InternVL3 (Qwen2/Qwen2.5 LLM) or dense InternVL3.5 (Qwen3 LLM) checkpoint's own config.json (OpenGVLab
+or transformers style) and tokenizer files into our `InternVLConfig`, and writes our config back as either style's
+config.json (export). Other LLMs (InternLM3 of InternVL3-9B, the MoE LLMs of InternVL3.5) are refused.
 
 Written configs carry everything `config_from_hf` reads; a few of our fields have no place in them (the qkv layout
 is the layout's own, `dtype` / `attention_impl` / `remat` are runtime choices, `<img>` / `</img>` ids come from the
