@@ -171,6 +171,10 @@ _IDS = ("image_token_id", "img_start_token_id", "img_end_token_id", "eos_token_i
 
 def text_to_qwen2(t: TextConfig) -> dict[str, Any]:
     """Our TextConfig -> transformers Qwen2Config fields."""
+    if t.qk_norm:
+        raise ValueError("a Qwen3 LLM (InternVL3.5 teacher) is not supported by the PyTorch LiteFrame export, whose "
+                         "modeling code runs transformers' Qwen2; an encoder-only LiteFrame checkpoint (no LLM) "
+                         "exports")
     if not t.qkv_bias:
         raise ValueError("text.qkv_bias=False cannot be expressed by transformers' Qwen2 (q/k/v always have biases)")
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": t.rope_theta}

@@ -22,7 +22,7 @@ import liteframe_jax as lf
 from configs import internvl3_tiny
 from configs.common import model_from_config
 from converters.export_torch import export_liteframe
-from converters.liteframe_torch_layout import import_exported
+from converters.liteframe_torch_layout import import_exported, text_to_qwen2
 from liteframe_jax.checkpoints import store
 from liteframe_jax.checkpoints.liteframe_store import load_liteframe, save_liteframe
 from liteframe_jax.models.config import DownsampleStage, StudentConfig
@@ -324,3 +324,10 @@ def test_cli_help_and_errors(tmp_path):
     r = _cli("--checkpoint", str(tmp_path / "empty"), "--dst", str(tmp_path / "out"))
     assert r.returncode == 1 and r.stderr.strip().startswith("error:") and "not a LiteFrame-JAX checkpoint" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_qwen3_llm_is_refused_by_the_full_export_with_a_clear_message():
+    text = model_from_config(internvl3_tiny.get_config("llm=qwen3")).text
+    with pytest.raises(ValueError, match="Qwen3 LLM .InternVL3.5 teacher. is not supported by the PyTorch LiteFrame"):
+        text_to_qwen2(text)
+    assert text_to_qwen2(model_from_config(internvl3_tiny.get_config()).text)["model_type"] == "qwen2"
