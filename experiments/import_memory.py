@@ -4,15 +4,18 @@
         [--keep] [--out result.json]
 
 Writes a synthetic InternVL3 checkpoint in the OpenGVLab key layout (what InternVL3-2B ... 78B ship) to
-DIR/src: `config.json` + `tokenizer_config.json` + several `model-0000i-of-0000n.safetensors` shards + the index, random weights, with the
-sizes of a real family member (preset 2b: InternViT-300M + a Qwen2.5-1.5B-shaped LLM, 151674-token vocabulary,
-untied lm_head, i.e. InternVL3-2B's layout; 1b: Qwen2.5-0.5B-shaped; small: ~0.3 GB for tests). The key list and
+DIR/src: `config.json` + `tokenizer_config.json` + several `model-0000i-of-0000n.safetensors` shards + the index,
+random weights, with the sizes of a real family member (preset 2b: InternViT-300M + a Qwen2.5-1.5B-shaped LLM,
+151674-token vocabulary, untied lm_head, i.e. InternVL3-2B's layout; 1b: Qwen2.5-0.5B-shaped; small: ~0.3 GB for
+tests). The key list and
 shapes come from transformers' InternVL built on the meta device (no memory), so they are exactly what the
 importer expects; tensors are generated and written one at a time.
 
-Then it runs `converters.import_internvl3 --src DIR/src --dst DIR/out` in a child process and reports that
-child's peak resident set size (ru_maxrss of the waited-for child), next to the peak of a child that only imports
-the same modules (the interpreter + JAX + orbax baseline), the checkpoint's size and its largest tensor. The
+Then it runs the import (`convert_internvl3(DIR/src, DIR/out)`, what `converters.import_internvl3` runs) in a
+fresh child process and reports that child's peak resident set size (VmHWM, and ru_maxrss of the waited-for
+child), next to its peak just before the import (interpreter + JAX + orbax imported: the baseline), the
+checkpoint's size and its largest tensor. `--code REPO` imports liteframe_jax from another checkout (e.g. an older
+commit, for a before/after comparison). The
 import's own peak is `peak - baseline`; a bounded-memory import keeps it near a few times the largest tensor,
 whatever the model size. DIR/src and DIR/out are deleted afterwards unless --keep.
 """
@@ -112,12 +115,13 @@ def write_synthetic(dst: Path, preset: str = "2b", dtype: str = "bf16", num_shar
             "largest_tensor": largest, "largest_tensor_bytes": nbytes[largest]}
 
 
-def measure_import(src: Path, dst: Path) -> dict:
-    """Runs the import (convert_internvl3) in a fresh child; its peak RSS and the import-free baseline, in bytes."""
+def measure_import(src: Path, dst: Path, code: Path = ROOT) -> dict:
+    """Runs the import (convert_internvl3) in a fresh child whose liteframe_jax comes from `code`; its peak RSS and
+    the import-free baseline, in bytes."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.time()
-    res = subprocess.run([sys.executable, "-c", _CHILD, str(src), str(dst)], cwd=ROOT, capture_output=True,
-                         text=True)
+    res = subprocess.run([sys.executable, "-c", _CHILD, str(src.absolute()), str(dst.absolute())], cwd=code,
+                         capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"import failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -137,8 +141,10 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--keep", action="store_true", help="keep the generated checkpoint and the import's output")
-    p.add_argument("--reuse", action="store_true", help="reuse WORK/src when it holds a finished checkpoint (and keep it)")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse WORK/src when it holds a finished checkpoint (and keep it)")
     p.add_argument("--out", type=Path, help="also write the result as JSON here")
+    p.add_argument("--code", type=Path, default=ROOT, help="checkout whose liteframe_jax is measured (default: this)")
     opts = p.parse_args(argv)
     src, dst = opts.work / "src", opts.work / "out"
     try:
@@ -151,7 +157,7 @@ def main(argv=None) -> int:
             summary["generate_seconds"] = round(time.time() - t0, 1)
             (src / "summary.json").write_text(json.dumps(summary))
         shutil.rmtree(dst, ignore_errors=True)
-        result = {**summary, **measure_import(src, dst)}
+        result = {**summary, **measure_import(src, dst, opts.code), "code": str(opts.code)}
     finally:
         if not opts.keep:
             shutil.rmtree(dst, ignore_errors=True)
