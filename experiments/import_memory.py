@@ -6,7 +6,7 @@
 Writes a synthetic InternVL3 checkpoint in the OpenGVLab key layout (what InternVL3-2B ... 78B ship) to
 DIR/src: `config.json` + `tokenizer_config.json` + several `model-0000i-of-0000n.safetensors` shards + the index,
 random weights, with the sizes of a real family member (preset 2b: InternViT-300M + a Qwen2.5-1.5B-shaped LLM,
-151674-token vocabulary, untied lm_head, i.e. InternVL3-2B's layout; 1b: Qwen2.5-0.5B-shaped; small: ~0.3 GB for
+151674-token vocabulary, untied lm_head, i.e. InternVL3-2B's layout; 1b: Qwen2.5-0.5B-shaped; small: ~0.5 GB for
 tests). The key list and
 shapes come from transformers' InternVL built on the meta device (no memory), so they are exactly what the
 importer expects; tensors are generated and written one at a time.
@@ -41,9 +41,9 @@ PRESETS = {
                text_hidden=1536, text_layers=28, text_heads=12, text_kv_heads=2, text_mlp=8960, vocab_size=151674),
     "1b": dict(vision_hidden=1024, vision_layers=24, vision_heads=16, vision_mlp=4096, image_size=448,
                text_hidden=896, text_layers=24, text_heads=14, text_kv_heads=2, text_mlp=4864, vocab_size=151674),
-    # ~0.3 GB in fp32: a 32000 x 512 embedding and lm_head (the largest tensors), 16 small LLM layers
+    # ~0.5 GB in fp32: a 32000 x 512 embedding and lm_head (the largest tensors), 32 small LLM layers
     "small": dict(vision_hidden=256, vision_layers=4, vision_heads=4, vision_mlp=1024, image_size=224,
-                  text_hidden=512, text_layers=16, text_heads=8, text_kv_heads=2, text_mlp=1408, vocab_size=32000),
+                  text_hidden=512, text_layers=32, text_heads=8, text_kv_heads=2, text_mlp=1408, vocab_size=32000),
 }
 _CHILD = """
 import json, sys
