@@ -1,8 +1,13 @@
 """Import a PyTorch InternVL3 checkpoint directory (OpenGVLab or transformers layout) into our params.
 
 Every key and shape is checked against the model built from the checkpoint's own config using the safetensors
-headers alone, before any tensor data is read; problems are reported together in one `ImportError_`.
-Tensors are then streamed one at a time (peak host memory: one tensor plus the output).
+headers alone, before any tensor data is read; problems are reported together in one `CheckpointMismatchError`.
+
+`convert_internvl3` (and the CLI) then converts and writes the tensors one at a time: each is read from the
+safetensors shards, converted to our layout and written into the orbax checkpoint before the next is read, so
+peak host memory is about a small multiple of the largest tensor (the source read, its transposed copy, the
+writer's buffers) plus the interpreter, whatever the model's size. `import_internvl3` returns every tensor in
+memory (for `lf.load` of an HF directory); legacy pickle weights are always loaded whole (torch.load).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from liteframe_jax.checkpoints import internvl_layouts as layouts
 from liteframe_jax.checkpoints.hf_config import TOKENIZER_FILES, config_from_hf
 from liteframe_jax.checkpoints.safetensors_stream import (CheckpointFormatError, PickleCheckpoint,
                                                           SafetensorsCheckpoint, find_pickle_weights)
-from liteframe_jax.checkpoints.store import save_checkpoint
+from liteframe_jax.checkpoints.store import LazyArray, save_checkpoint
 from liteframe_jax.models.config import InternVLConfig
 from liteframe_jax.models.internvl import abstract_params
 
@@ -111,25 +116,40 @@ def _describe_missing(path: str, rules, runtime: bool = False) -> str:
     return path
 
 
-def import_internvl3(src: str | Path, dtype: str = "auto", allow_pickle: bool = False,
-                     image_token_id: int | None = None,
-                     progress: Callable[[int, int, str], None] | None = None) -> tuple[InternVLConfig, dict, str]:
-    """Reads a PyTorch InternVL3 directory. Returns (config, params as a nested dict of numpy arrays, layout)."""
+def _open_and_plan(src, dtype: str, allow_pickle: bool, image_token_id: int | None):
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src} is not a directory")
     if dtype not in DTYPE_CHOICES:
         raise ValueError(f"dtype={dtype!r} must be one of {DTYPE_CHOICES}")
     weights = open_weights(src, allow_pickle)
-    cfg, layout, plan = plan_import(src, weights, image_token_id)
+    return (src, weights, *plan_import(src, weights, image_token_id))
+
+
+def _out_dtype(src_dtype, dtype: str) -> np.dtype:
+    """The stored dtype of a tensor of `src_dtype` under --dtype `dtype` (fp16 computes in fp32 here)."""
+    if dtype != "auto":
+        return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)
+    return np.dtype(np.float32) if np.dtype(src_dtype) == np.float16 else np.dtype(src_dtype)
+
+
+def _convert(weights, key: str, transform: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    x = weights.read(key)
+    want = _out_dtype(x.dtype, dtype)
+    if x.dtype != want:
+        x = x.astype(want)
+    return layouts.to_ours(transform, x, shape)
+
+
+def import_internvl3(src: str | Path, dtype: str = "auto", allow_pickle: bool = False,
+                     image_token_id: int | None = None,
+                     progress: Callable[[int, int, str], None] | None = None) -> tuple[InternVLConfig, dict, str]:
+    """Reads a PyTorch InternVL3 directory. Returns (config, params as a nested dict of numpy arrays, layout).
+    Holds the whole model in host memory; `convert_internvl3` writes it to disk holding one tensor at a time."""
+    src, weights, cfg, layout, plan = _open_and_plan(src, dtype, allow_pickle, image_token_id)
     flat = {}
     for i, (key, path, transform, shape) in enumerate(plan):
-        x = weights.read(key)
-        if dtype != "auto":
-            x = x.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)
-        if x.dtype == np.float16:  # fp16 checkpoints compute in fp32/bf16 here
-            x = x.astype(np.float32)
-        flat[path] = layouts.to_ours(transform, x, shape)
+        flat[path] = _convert(weights, key, transform, shape, dtype)
         if progress:
             progress(i + 1, len(plan), key)
     return cfg, unflatten(flat), layout
@@ -138,11 +158,28 @@ def import_internvl3(src: str | Path, dtype: str = "auto", allow_pickle: bool = 
 def convert_internvl3(src: str | Path, dst: str | Path, dtype: str = "auto", allow_pickle: bool = False,
                       image_token_id: int | None = None, overwrite: bool = False,
                       progress: Callable[[int, int, str], None] | None = None) -> Path:
-    """Imports `src` and writes our checkpoint at `dst` atomically (nothing is left at `dst` on failure)."""
-    src, dst = Path(src), Path(dst)
+    """Imports `src` and writes our checkpoint at `dst` atomically (nothing is left at `dst` on failure). Every
+    key and shape is checked before anything is written; tensors are then converted and written one at a time
+    (LazyArray leaves), so host memory stays bounded by the largest tensor, not the model."""
+    dst = Path(dst)
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} already exists (pass --overwrite to replace it)")
-    cfg, params, layout = import_internvl3(src, dtype, allow_pickle, image_token_id, progress)
+    src, weights, cfg, layout, plan = _open_and_plan(src, dtype, allow_pickle, image_token_id)
+    done = 0
+
+    def loader(key, transform, shape):
+        def load():
+            nonlocal done
+            x = _convert(weights, key, transform, shape, dtype)
+            done += 1
+            if progress:
+                progress(done, len(plan), key)
+            return x
+        return load
+
+    params = unflatten({path: LazyArray(shape, _out_dtype(weights.tensors[key].dtype, dtype),
+                                        loader(key, transform, shape))
+                        for key, path, transform, shape in plan})
     extra = [src / n for n in TOKENIZER_FILES if (src / n).is_file()]
     return save_checkpoint(dst, KIND, cfg.to_dict(), params, extra_files=extra,
                            metadata={"source": {"path": str(src.absolute()), "layout": layout}},

@@ -1,14 +1,14 @@
 """Streaming reader and writer for safetensors checkpoints (single file or sharded with an index).
 
 Headers are parsed up front, so keys, shapes and truncation are validated before any tensor is read; tensors
-are then read one at a time from a memory map (bfloat16 included, via ml_dtypes), never the whole file. The writer
+are then read one at a time, each straight into its own array (bfloat16 included, via ml_dtypes), never the
+whole file. The writer
 lays out the header from the tensors' shapes first and then takes the tensors one at a time.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
 from pathlib import Path
@@ -114,10 +114,13 @@ class SafetensorsCheckpoint:
                                         f"e.g. {wrong[:5]}")
 
     def read(self, key: str) -> np.ndarray:
-        """One tensor as a fresh numpy array (the memory map is released afterwards)."""
+        """One tensor as a fresh numpy array, read straight into it (no intermediate copy, no mapping kept)."""
         info = self.tensors[key]
-        with open(info.file, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return np.frombuffer(mm[info.start:info.end], dtype=info.dtype).reshape(info.shape).copy()
+        count = int(np.prod(info.shape, dtype=np.int64))
+        x = np.fromfile(info.file, dtype=info.dtype, count=count, offset=info.start)
+        if x.size != count:
+            raise CheckpointFormatError(f"{info.file}: tensor {key!r} is cut short ({x.size} of {count} elements)")
+        return x.reshape(info.shape)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensors)

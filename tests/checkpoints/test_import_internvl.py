@@ -300,6 +300,21 @@ def test_a_failure_while_writing_leaves_no_partial_directory(ckpts, tmp_path, mo
         assert os.listdir(dst) == ["keep.txt"] and (dst / "keep.txt").read_text() == "precious"
 
 
+def test_a_read_failure_midway_through_the_streamed_write_leaves_no_partial_directory(ckpts, tmp_path, monkeypatch):
+    real_read, calls = SafetensorsCheckpoint.read, []
+
+    def failing_read(self, key):
+        calls.append(key)
+        if len(calls) == 5:
+            raise OSError("Input/output error")
+        return real_read(self, key)
+    monkeypatch.setattr(SafetensorsCheckpoint, "read", failing_read)
+    with pytest.raises(OSError, match="Input/output error"):
+        convert_internvl3(ckpts["hf"], tmp_path / "out")
+    assert len(calls) == 5  # tensors are read as they are written (not all up front), and it stopped at the error
+    assert os.listdir(tmp_path) == []
+
+
 # ------------------------------------------------------------------------------------------------ pickle weights
 def test_pickle_weights_with_allow_pickle_import_the_same_params_as_safetensors(ckpts, tmp_path, reference):
     src = tmp_path / "src"

@@ -21,7 +21,7 @@ def test_command_writes_ceilings_per_frame_count(tmp_path):
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    assert result["questions"] == 30 and [row["frames"] for row in result["rows"]] == [8, 64]
+    assert result["questions"] == 42 and [row["frames"] for row in result["rows"]] == [8, 64]
     assert result["rows"][1]["overall"] == 1.0 and result["rows"][0]["overall"] < 1.0
     assert "T=  8" in proc.stdout
 
