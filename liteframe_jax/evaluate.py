@@ -327,13 +327,6 @@ def format_table(result: dict) -> str:
     return "\n".join(out)
 
 
-def record_lines(path: str | os.PathLike, errors: list[tuple[int, str]]) -> list[int]:
-    """1-based line number of each record `read_records` returned (its non-blank lines that were not skipped)."""
-    bad = {line for line, _ in errors}
-    with open(path, encoding="utf-8") as f:
-        return [n for n, line in enumerate(f, start=1) if line.strip() and n not in bad]
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 def _define_flags():

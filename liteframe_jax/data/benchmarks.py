@@ -14,7 +14,8 @@ Formats (`FORMATS`; `detect_format` picks one from the file where that is unambi
   egoschema       questions.json (q_uid, question, "option 0".."option 4") with subset_answers.json ({q_uid: index})
                   next to it; questions without a public answer are skipped. Video: VIDEO_ROOT/{q_uid}.mp4 (also
                   videos/).
-  jsonl           our own QA records (liteframe_jax.data.video_qa), prompted and parsed as before.
+  jsonl           our own QA records (liteframe_jax.data.video_qa), prompted and parsed as evaluate does by
+                  default.
 
 Each format's RULES entry holds, as data, the user text (`prompt`: the record -> text after the video prefix),
 the answer extraction for generated replies (`parse`: reply, record -> letter or None) and the aggregate
@@ -33,7 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from liteframe_jax.data.video_qa import LETTERS, QARecord, format_multiple_choice, read_records
+from liteframe_jax.data.video_qa import LETTERS, QARecord, read_numbered_records
 
 FORMATS = ("videomme", "mlvu", "longvideobench", "mvbench", "egoschema", "jsonl")
 EGOSCHEMA_ANSWERS = "subset_answers.json"
@@ -89,10 +90,6 @@ def mvbench_prompt(record: QARecord) -> str:
 
 def egoschema_prompt(record: QARecord) -> str:
     return "\n".join([record.question, *_lettered(record.options)]) + "\n" + LMMS_LETTER_INSTRUCTION
-
-
-def jsonl_prompt(record: QARecord) -> str:
-    return format_multiple_choice(record.question, record.options)  # = qa_pipeline.question_text for MC records
 
 
 # ------------------------------------------------------------------------------------------------ answer extraction
@@ -159,11 +156,6 @@ def egoschema_parse(reply: str, record: QARecord) -> str | None:
     return None
 
 
-def jsonl_parse(reply: str, record: QARecord) -> str | None:
-    from liteframe_jax.evaluate import parse_choice
-    return parse_choice(reply, len(record.options), record.options)
-
-
 # ------------------------------------------------------------------------------------------------ aggregates
 
 def _accuracy(rows) -> dict:
@@ -203,8 +195,9 @@ def macro_aggregate(key: str, *, answered_only: bool = False):
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkRule:
-    prompt: Callable[[QARecord], str]
-    parse: Callable[[str, QARecord], str | None]
+    """prompt / parse None: evaluate_benchmark's own (our lettered question, `evaluate.parse_choice`)."""
+    prompt: Callable[[QARecord], str] | None
+    parse: Callable[[str, QARecord], str | None] | None
     aggregate: Callable[[list[dict]], dict]
 
 
@@ -216,7 +209,7 @@ RULES = {
                                     micro_aggregate("duration_group", "question_category")),
     "mvbench": BenchmarkRule(mvbench_prompt, mvbench_parse, macro_aggregate("task", answered_only=True)),
     "egoschema": BenchmarkRule(egoschema_prompt, egoschema_parse, micro_aggregate()),
-    "jsonl": BenchmarkRule(jsonl_prompt, jsonl_parse, micro_aggregate("task")),
+    "jsonl": BenchmarkRule(None, None, micro_aggregate("task")),
 }
 
 
@@ -372,11 +365,9 @@ def _resolve(names: list[str], root: Path) -> tuple[str | None, list[str]]:
 
 
 def _read_jsonl(path: Path, root: Path | None, bench: Benchmark) -> None:
-    from liteframe_jax.evaluate import record_lines
-    records, errors = read_records(path)
-    lines = record_lines(path, errors)
+    numbered, errors = read_numbered_records(path)
     bench.skipped += [{"line": line, "reason": reason} for line, reason in errors]
-    for record, line in zip(records, lines):
+    for line, record in numbered:
         if root is not None and not record.video.startswith("synthetic:") and not os.path.isabs(record.video):
             record = dataclasses.replace(record, video=str(root / record.video))
         bench.records.append(record)

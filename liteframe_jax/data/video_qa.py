@@ -262,6 +262,12 @@ class QARecord:
 def read_records(path: str | os.PathLike) -> tuple[list[QARecord], list[tuple[int, str]]]:
     """Records of a JSONL file, and (1-based line number, reason) for each skipped malformed line.
     Blank lines are ignored; a repeated non-empty id is reported as malformed (the first one is kept)."""
+    numbered, errors = read_numbered_records(path)
+    return [record for _, record in numbered], errors
+
+
+def read_numbered_records(path: str | os.PathLike) -> tuple[list[tuple[int, QARecord]], list[tuple[int, str]]]:
+    """As read_records, each record with its 1-based line number."""
     records, errors, seen = [], [], {}
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -284,7 +290,7 @@ def read_records(path: str | os.PathLike) -> tuple[list[QARecord], list[tuple[in
                 errors.append((number, f"duplicate id {record.id!r} (first on line {seen[record.id]})"))
                 continue
             seen[record.id] = number
-            records.append(record)
+            records.append((number, record))
     return records, errors
 
 

@@ -163,6 +163,15 @@ def test_jsonl_keeps_line_numbers_and_resolves_under_video_root(tmp_path):
     assert bench.records[0].video == str(tmp_path / "clips" / "a.mp4") and bench.skipped[0]["line"] == 1
 
 
+def test_a_jsonl_line_that_is_not_utf8_is_skipped_with_its_number_and_the_rest_kept(tmp_path):
+    record = QARecord(video="synthetic:0:1", question="q?", options=("x", "y"), answer="A", id="r1")
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b"\xff\xfe not text\n\n" + record.to_json().encode() + b"\n")
+    bench = load_benchmark(path)
+    assert bench.records == [record] and bench.locations == [{"line": 3}]
+    assert bench.skipped[0]["line"] == 1 and "UTF-8" in bench.skipped[0]["reason"]
+
+
 def test_detection_refuses_unknown_fields(tmp_path):
     path = _json(tmp_path / "x.json", [{"clip": "a", "q": "?"}])
     with pytest.raises(ValueError, match="give --format"):
