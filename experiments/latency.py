@@ -746,9 +746,9 @@ def _json_default(x):
 
 def _define_flags():
     from absl import flags
-    from ml_collections import config_flags
-    config_flags.DEFINE_config_file("config", None, "Benchmark config, e.g. configs/latency.py:size=small.",
-                                    lock_config=True)
+    from liteframe_jax.cli import define_config_flag
+    define_config_flag("config", "Benchmark config, e.g. configs/latency.py:size=small; --config.a.b=VALUE sets a "
+                       "field.")
     flags.DEFINE_string("out", None, "Output directory (created): latency.json, latency.png[, pareto.png].")
     flags.DEFINE_string("accuracy", None, "Comma-separated PIPELINE=EVAL.json results of `python -m "
                         "liteframe_jax.evaluate --out` (pipeline: teacher, teacher_wap or student) for the "

@@ -433,9 +433,9 @@ def plan_devices(platform: str):
 def _define_flags():
     """Flags are defined only when run as a program (tests import this module)."""
     from absl import flags
-    from ml_collections import config_flags
-    config_flags.DEFINE_config_file("config", None, "Experiment config, e.g. configs/lma.py:variant=8b.",
-                                    lock_config=True)
+    from liteframe_jax.cli import define_config_flag
+    define_config_flag("config", "Experiment config, e.g. configs/lma.py:variant=8b; --config.a.b=VALUE sets a "
+                       "field.")
     flags.DEFINE_string("mesh", None, "Mesh to plan, e.g. data=2,fsdp=4,tensor=1 (default: config.mesh).")
     flags.DEFINE_integer("frames", None, "Clip length (CTD) / curriculum stage frames (LMA; default the largest).")
     flags.DEFINE_float("device_memory_gb", None, "Memory of one device in GiB (e.g. 80 for an H100): report "

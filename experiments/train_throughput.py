@@ -29,12 +29,11 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 from flax import linen as nn
-from ml_collections import config_flags
 
 from experiments import flops
 from experiments.memory_plan import PlanError, as_dtype, ctd_spec
 from experiments.timing import matmul_rate, summarize
-from liteframe_jax.cli import error as cli_error, run
+from liteframe_jax.cli import define_config_flag, error as cli_error, run
 from liteframe_jax.sharding import batch_shardings, make_mesh, rules_from_config
 from liteframe_jax.train import ctd_step
 
@@ -167,8 +166,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", None, "A CTD config, e.g. configs/ctd.py:variant=8b.",
-                                    lock_config=False)
+    define_config_flag("config", "A CTD config, e.g. configs/ctd.py:variant=8b; --config.a.b=VALUE sets a field.")
     flags.DEFINE_list("batch_sizes", ["8"], "Global batch sizes to time (clips per step).")
     flags.DEFINE_integer("frames", None, "Frames per clip (default: the config's data.num_frames).")
     flags.DEFINE_enum("targets", "online", ["online", "cached"], "Teacher targets computed in the step or fed.")

@@ -56,3 +56,20 @@ def test_lora_targets_can_be_set(tmp_path):
     line = one_error_line(train(tmp_path, "configs/lma.py", "--config.lora.targets=q,v", UNSPLITTABLE))
     assert "train.batch_size=3 must be a multiple of the batch shards" in line
     assert json.loads((tmp_path / "config.json").read_text())["lora"]["targets"] == ["q", "v"]
+
+
+def test_the_experiment_commands_take_list_overrides_and_name_unknown_fields():
+    """memory_plan, latency and train_throughput parse --config like training does (a list field reaches the
+    config's own validation; an unknown field is one line)."""
+    def run(module, *args):
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env(), capture_output=True,
+                              text=True, timeout=300)
+
+    proc = run("experiments.memory_plan", "--config", "configs/lma.py:variant=8b", "--mesh", "data=1,fsdp=8,tensor=1",
+               "--config.lora.targets=q_proj,v_proj")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: cannot plan this LMA config"), proc.stderr
+    assert "lora.targets=['q_proj', 'v_proj'] must be a non-empty subset" in proc.stderr
+    for module, config in (("experiments.latency", "configs/latency.py:size=small"),
+                           ("experiments.train_throughput", "configs/ctd.py")):
+        line = one_error_line(run(module, "--config", config, "--config.nope=1"))
+        assert line == "error: --config.nope: the config has no field 'nope'", module
