@@ -18,7 +18,6 @@ is lossless uint8; jpeg is smaller and lossy. config.data.num_workers grain proc
 from __future__ import annotations
 
 import sys
-import time
 
 from absl import app, flags
 
@@ -35,46 +34,11 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing store (o
 flags.mark_flags_as_required(["config", "out"])
 
 
-def extract(cfg, out: str, frame_size: str = "native", encoding: str = "raw", jpeg_quality: int = 95,
-            overwrite: bool = False, progress: bool = True) -> dict:
-    """Writes the frame store of DataConfig `cfg` at `out` (module doc); returns counts, bytes and seconds.
-    frame_size: "native" or "config" (cfg.image_size)."""
-    from tqdm import tqdm
-
-    from liteframe_jax.data.frame_store import FrameStoreWriter
-    from liteframe_jax.data.pipeline import (SkipStats, frame_store_identity, load_examples, printable,
-                                             store_examples)
-
-    cfg = cfg.replace(frame_store="").validate()
-    examples = load_examples(cfg)
-    size = "native" if frame_size == "native" else tuple(cfg.image_size)
-    metadata = {"data": {**cfg.to_dict(), **frame_store_identity(cfg, size, examples)["data"]}}
-    skips = SkipStats()
-    t0 = time.perf_counter()
-    with FrameStoreWriter(out, len(examples), cfg.num_frames, frame_size=size, encoding=encoding,
-                          jpeg_quality=jpeg_quality, metadata=metadata, overwrite=overwrite) as writer:
-        with tqdm(total=len(examples), unit="clip", desc="extracting frames", file=sys.stderr,
-                  disable=not progress) as bar:
-            for ex in store_examples(cfg, size, examples):
-                index, source = int(ex["index"]), tuple(int(v) for v in ex["source"])
-                if "skipped" in ex:
-                    reason = str(ex["skipped"])
-                    skips.record(f"{examples.paths[index]}: {reason}")
-                    writer.skip(index, reason, source)
-                    bar.write(f"skipped {printable(examples.paths[index])}: {printable(reason)}", file=sys.stderr)
-                else:
-                    skips.succeeded += 1
-                    writer.write(index, ex["frames"], ex["frame_indices"], source)
-                bar.update(1)
-        stored_bytes = writer.bytes_written
-    return {"stored": skips.succeeded, "skipped": skips.count, "skips": skips, "bytes": stored_bytes,
-            "seconds": time.perf_counter() - t0}
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from liteframe_jax.config_base import ConfigError
+    from liteframe_jax.data.extract import extract_frame_store
     from liteframe_jax.data.frame_store import FrameStoreError
     from liteframe_jax.data.pipeline import DataConfig, DataError
 
@@ -88,7 +52,8 @@ def main(argv):
         return error(problem)
     try:
         cfg = DataConfig.from_dict(config.data.to_dict())
-        result = extract(cfg, _OUT.value, _FRAME_SIZE.value, _ENCODING.value, _QUALITY.value, _OVERWRITE.value)
+        result = extract_frame_store(cfg, _OUT.value, _FRAME_SIZE.value, _ENCODING.value, _QUALITY.value,
+                                     _OVERWRITE.value)
     except (ConfigError, DataError, FrameStoreError) as e:
         return error(str(e))
     n = result["stored"]

@@ -13,7 +13,8 @@ InternVL's segment-middle rule and times, with one decode thread (per-core numbe
   auto        the library's default (whichever decodes fewer frames);
   decord      decord's VideoReader.get_batch, when the optional `decord` package is installed (never required).
 With --store it also times what the CTD loader does per clip at --store_size (decode or read, resize, normalize:
-`pipeline.ClipLoader`, un-augmented, one thread): decoding the video (`loader_decode`) against reading the clip
+`pipeline.ClipLoader`, un-augmented, one thread; and its uint8 stage alone, `frames_*`: decode or read + resize,
+without the float normalization both share): decoding the video (`loader_decode`) against reading the clip
 from a frame store written by experiments.extract_frames: native frames raw (`store_native`, resized when read),
 frames stored resized (`store_resized`) and native JPEG (`store_jpeg`), with each store's bytes per clip; the
 raw stores must give the decoded clip bit for bit. The store is read warm (page cache): disk reads are not timed.
@@ -24,6 +25,7 @@ step's analytic FLOPs per clip, experiments/flops.py, for configs/ctd.py:8b).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -120,8 +122,9 @@ def time_loader(path: Path, frames: int, size: tuple[int, int], repeats: int, wo
     """Median seconds per clip of the CTD loader (`pipeline.ClipLoader`, un-augmented) on the video at `path`:
     decoding it (frame-index cache cleared before each run, as for a video not seen before) and reading it from
     each STORE_VARIANTS store, with the stores' bytes per clip and the largest difference to the decoded clip."""
-    from experiments.extract_frames import extract
-    from liteframe_jax.data.pipeline import ClipLoader, DataConfig, load_examples
+    from liteframe_jax.data.extract import extract_frame_store
+    from liteframe_jax.data.frame_store import FrameStore
+    from liteframe_jax.data.pipeline import ClipLoader, DataConfig, crop_resize, load_examples, native_clip
 
     manifest = work_dir / "manifest.jsonl"
     manifest.write_text(json.dumps({"video": str(path.resolve())}) + "\n")
@@ -129,21 +132,27 @@ def time_loader(path: Path, frames: int, size: tuple[int, int], repeats: int, wo
                      decode_threads=1)
     examples = load_examples(cfg)
 
-    def timed(c):
-        loader, times, out = ClipLoader(c, examples, augment=False), [], None
+    def timed(c, read):
+        """(seconds of the whole loader step, seconds of its uint8 frames stage (`read` + resize), pixels)"""
+        loader, whole, stage, out = ClipLoader(c, examples, augment=False), [], [], None
         for _ in range(repeats):
             video.clear_index_cache()
             t0 = time.perf_counter()
+            crop_resize(read()[0], size)
+            t1 = time.perf_counter()
+            video.clear_index_cache()
             out = loader.random_map(0, np.random.default_rng(0))["pixels"]
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times)), out
+            whole.append(time.perf_counter() - t1)
+            stage.append(t1 - t0)
+        return float(np.median(whole)), float(np.median(stage)), out
 
     row = {}
-    row["loader_decode"], reference = timed(cfg)
+    row["loader_decode"], row["frames_decode"], reference = timed(cfg, lambda: native_clip(cfg, examples, 0))
     for name, (frame_size, encoding) in STORE_VARIANTS.items():
         store = work_dir / name
-        result = extract(cfg, str(store), frame_size, encoding, overwrite=True, progress=False)
-        row[name], pixels = timed(cfg.replace(frame_store=str(store)))
+        result = extract_frame_store(cfg, str(store), frame_size, encoding, overwrite=True, progress=False)
+        row[name], row[f"frames_{name}"], pixels = timed(cfg.replace(frame_store=str(store)),
+                                                         functools.partial(FrameStore(store).read, 0))
         row[f"{name}_bytes_per_clip"] = result["bytes"]
         row[f"{name}_max_abs_diff"] = float(np.abs(pixels - reference).max())  # normalized units
     return row
@@ -204,11 +213,13 @@ def main(argv):
                     for name in STORE_VARIANTS:
                         if STORE_VARIANTS[name][1] == "raw" and row[f"{name}_max_abs_diff"] != 0:
                             return cli_error(f"{name} clip differs from the decoded one for {path.name}")
-                    print(f"[video_io] {codec} {m:g} min, {t} frames at {f.store_size} px, loader per clip: decode "
-                          f"{row['loader_decode']:.3f} s ({1 / row['loader_decode']:.1f} clips/s/core); "
-                          + "; ".join(f"{name} {row[name]:.3f} s ({row['loader_decode'] / row[name]:.1f}x, "
-                                      f"{row[name + '_bytes_per_clip'] / 2**20:.1f} MiB/clip)"
-                                      for name in STORE_VARIANTS), flush=True)
+                    for stage, prefix, base in (("uint8 frames", "frames_", row["frames_decode"]),
+                                                ("loader incl. normalize", "", row["loader_decode"])):
+                        print(f"[video_io] {codec} {m:g} min, {t} frames at {f.store_size} px, {stage} per clip: "
+                              f"decode {base:.3f} s ({1 / base:.1f} clips/s/core); "
+                              + "; ".join(f"{n} {row[prefix + n]:.3f} s ({base / row[prefix + n]:.1f}x, "
+                                          f"{row[n + '_bytes_per_clip'] / 2**20:.1f} MiB/clip)"
+                                          for n in STORE_VARIANTS), flush=True)
                 rows.append(row)
                 print(f"[video_io] {codec} {m:g} min, {t} frames: sequential {row['sequential']:.2f} s, "
                       f"seek {row['seek']:.2f} s, auto {row['auto']:.2f} s "

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from experiments.extract_frames import extract
+from liteframe_jax.data.extract import extract_frame_store as extract
 from liteframe_jax.data.frame_store import FrameStore, FrameStoreError, FrameStoreWriter, StoredSkip
 from liteframe_jax.data.frames import moving_square_clip
 from liteframe_jax.data.pipeline import DataConfig, DataError, build_dataset
