@@ -1,7 +1,7 @@
 """Video decoding speed: sequential decoding vs seeking vs the automatic choice, on videos this script makes.
 
     python -m experiments.video_io [--minutes 0.5,5] [--codecs h264,hevc,vp9] [--gop 120] [--frames 16,64,512]
-        [--size 854x480] [--repeats 3] [--video_dir DIR] [--out FILE.json]
+        [--size 854x480] [--repeats 3] [--video_dir DIR] [--out FILE.json] [--store [--store_size 448]]
 
 Makes one test video per (length, codec) in --video_dir (kept and reused: encoding a long video takes minutes):
 a textured, slowly panning background with moving shapes and sensor noise at --size and 30 fps, keyframes every
@@ -12,6 +12,12 @@ InternVL's segment-middle rule and times, with one decode thread (per-core numbe
               time is included: the first sample of a video pays it);
   auto        the library's default (whichever decodes fewer frames);
   decord      decord's VideoReader.get_batch, when the optional `decord` package is installed (never required).
+With --store it also times what the CTD loader does per clip at --store_size (decode or read, resize, normalize:
+`pipeline.ClipLoader`, un-augmented, one thread; and its uint8 stage alone, `frames_*`: decode or read + resize,
+without the float normalization both share): decoding the video (`loader_decode`) against reading the clip
+from a frame store written by experiments.extract_frames: native frames raw (`store_native`, resized when read),
+frames stored resized (`store_resized`) and native JPEG (`store_jpeg`), with each store's bytes per clip; the
+raw stores must give the decoded clip bit for bit. The store is read warm (page cache): disk reads are not timed.
 Frames are checked identical between the methods. It reports seconds per clip and clips/s per core, and how many
 CPU cores one accelerator needs to keep the CTD step fed at a stated rate (--accel_tflops x --mfu against the
 step's analytic FLOPs per clip, experiments/flops.py, for configs/ctd.py:8b).
@@ -19,6 +25,7 @@ step's analytic FLOPs per clip, experiments/flops.py, for configs/ctd.py:8b).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -107,6 +114,50 @@ def time_decord(path: Path, indices: np.ndarray, repeats: int):
     return float(np.median(times)), frames
 
 
+STORE_VARIANTS = {"store_native": ("native", "raw"), "store_resized": ("config", "raw"),
+                  "store_jpeg": ("native", "jpeg")}
+
+
+def time_loader(path: Path, frames: int, size: tuple[int, int], repeats: int, work_dir: Path) -> dict:
+    """Median seconds per clip of the CTD loader (`pipeline.ClipLoader`, un-augmented) on the video at `path`:
+    decoding it (frame-index cache cleared before each run, as for a video not seen before) and reading it from
+    each STORE_VARIANTS store, with the stores' bytes per clip and the largest difference to the decoded clip."""
+    from liteframe_jax.data.extract import extract_frame_store
+    from liteframe_jax.data.frame_store import FrameStore
+    from liteframe_jax.data.pipeline import ClipLoader, DataConfig, crop_resize, load_examples, native_clip
+
+    manifest = work_dir / "manifest.jsonl"
+    manifest.write_text(json.dumps({"video": str(path.resolve())}) + "\n")
+    cfg = DataConfig(source="manifest", path=str(manifest), num_frames=frames, image_size=size, eval_fraction=0.0,
+                     decode_threads=1)
+    examples = load_examples(cfg)
+
+    def timed(c, read):
+        """(seconds of the whole loader step, seconds of its uint8 frames stage (`read` + resize), pixels)"""
+        loader, whole, stage, out = ClipLoader(c, examples, augment=False), [], [], None
+        for _ in range(repeats):
+            video.clear_index_cache()
+            t0 = time.perf_counter()
+            crop_resize(read()[0], size)
+            t1 = time.perf_counter()
+            video.clear_index_cache()
+            out = loader.random_map(0, np.random.default_rng(0))["pixels"]
+            whole.append(time.perf_counter() - t1)
+            stage.append(t1 - t0)
+        return float(np.median(whole)), float(np.median(stage)), out
+
+    row = {}
+    row["loader_decode"], row["frames_decode"], reference = timed(cfg, lambda: native_clip(cfg, examples, 0))
+    for name, (frame_size, encoding) in STORE_VARIANTS.items():
+        store = work_dir / name
+        result = extract_frame_store(cfg, str(store), frame_size, encoding, overwrite=True, progress=False)
+        row[name], row[f"frames_{name}"], pixels = timed(cfg.replace(frame_store=str(store)),
+                                                         functools.partial(FrameStore(store).read, 0))
+        row[f"{name}_bytes_per_clip"] = result["bytes"]
+        row[f"{name}_max_abs_diff"] = float(np.abs(pixels - reference).max())  # normalized units
+    return row
+
+
 def cores_needed(clips_per_core: float, accel_tflops: float, mfu: float, frames: int = 16) -> dict:
     """CPU cores per accelerator for the CTD step of configs/ctd.py:8b at `frames` frames per clip."""
     c = ctd.get_config("8b")
@@ -157,6 +208,18 @@ def main(argv):
                 if dec is not None:
                     row["decord_max_abs_diff"] = int(np.abs(dec[1].astype(int) - reference.astype(int)).max())
                 row["speedup_auto_vs_sequential"] = row["sequential"] / row["auto"]
+                if f.store:
+                    row.update(time_loader(path, t, (f.store_size, f.store_size), f.repeats, video_dir))
+                    for name in STORE_VARIANTS:
+                        if STORE_VARIANTS[name][1] == "raw" and row[f"{name}_max_abs_diff"] != 0:
+                            return cli_error(f"{name} clip differs from the decoded one for {path.name}")
+                    for stage, prefix, base in (("uint8 frames", "frames_", row["frames_decode"]),
+                                                ("loader incl. normalize", "", row["loader_decode"])):
+                        print(f"[video_io] {codec} {m:g} min, {t} frames at {f.store_size} px, {stage} per clip: "
+                              f"decode {base:.3f} s ({1 / base:.1f} clips/s/core); "
+                              + "; ".join(f"{n} {row[prefix + n]:.3f} s ({base / row[prefix + n]:.1f}x, "
+                                          f"{row[n + '_bytes_per_clip'] / 2**20:.1f} MiB/clip)"
+                                          for n in STORE_VARIANTS), flush=True)
                 rows.append(row)
                 print(f"[video_io] {codec} {m:g} min, {t} frames: sequential {row['sequential']:.2f} s, "
                       f"seek {row['seek']:.2f} s, auto {row['auto']:.2f} s "
@@ -188,4 +251,6 @@ if __name__ == "__main__":
     flags.DEFINE_float("accel_tflops", 989.0, "Accelerator peak for the feeding estimate (TFLOP/s).")
     flags.DEFINE_float("mfu", 0.4, "Model FLOP utilization assumed for the feeding estimate.")
     flags.DEFINE_string("out", None, "Write the rows as JSON here.")
+    flags.DEFINE_bool("store", False, "Also time the CTD loader decoding vs reading frame stores (time_loader).")
+    flags.DEFINE_integer("store_size", 448, "Clip size (square) the loader delivers for --store.")
     run(main)

@@ -58,3 +58,16 @@ def remove_stale_partials(prefix: str, what: str) -> list[str]:
         print(f"left alone {len(unknown)} unfinished write(s) of {what} of unknown writers (remove them if nothing "
               f"else writes {what}): {', '.join(unknown)}", file=sys.stderr)
     return removed
+
+
+def publish(partial: str, path: str) -> str:
+    """Renames the finished write `partial` to `path`; an existing `path` (the caller allowed overwriting) is moved
+    aside first and removed after the swap, so `path` always holds one complete version. Returns `path`."""
+    old = None
+    if os.path.exists(path):
+        old = f"{path}.replaced-{uuid.uuid4().hex[:8]}"
+        os.rename(path, old)
+    os.rename(partial, path)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+    return path

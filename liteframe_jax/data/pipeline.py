@@ -18,6 +18,10 @@ Order of work (one example per step, all numpy/PyAV, no jax in transforms):
 Every process shuffles the same global stream and takes every process_count-th element of it, so processes never
 see the same example in a step and together cover each epoch.
 
+With `DataConfig.frame_store` the decode step reads the example's stored frames instead (data.frame_store, written
+by experiments.extract_frames): same frames, frame indices and skipped examples, same crop/flip/resize draws, so the
+batches are those decoding the videos would give (bit-identical for a lossless store).
+
 Unreadable videos (missing, empty, truncated, not a video, no frames, a time bound outside the video) are skipped:
 the decode step returns a marker, the main-process filter drops it and counts it in the `SkipStats` returned next
 to the dataset. If the first `max_initial_failures` examples this process attempts (or all of its examples when it
@@ -79,6 +83,8 @@ class DataConfig(ConfigBase):
     random_resized_crop_scale: (min, max) area fraction of a random crop (aspect 3/4..4/3) resized to image_size,
       or None; hflip: random horizontal flip. Both are drawn once per clip and applied to all of its frames.
     max_initial_failures: how many failures in a row, before any success, stop iteration with a DataError.
+    frame_store: a frame store directory (experiments.extract_frames) to read the sampled frames from instead of
+      decoding the videos ("" = decode); it must have been extracted from this config's examples and sampling.
     """
 
     config_name: ClassVar[str] = "DataConfig"
@@ -101,6 +107,7 @@ class DataConfig(ConfigBase):
     random_resized_crop_scale: tuple[float, float] | None = None
     hflip: bool = False
     max_initial_failures: int = 32
+    frame_store: str = ""
 
     def problems(self, require_path: bool = True) -> list[str]:
         """Every problem; `require_path=False` accepts a manifest or folder source without its path yet (a plan
@@ -149,6 +156,8 @@ class DataConfig(ConfigBase):
             if not ok or not all(isinstance(v, (int, float)) for v in scale) or not 0 < scale[0] <= scale[1] <= 1:
                 errors.append(f"random_resized_crop_scale must be None or (min, max) with 0 < min <= max <= 1, "
                               f"got {scale!r}")
+        if not isinstance(self.frame_store, str):
+            errors.append(f"frame_store must be a path (str), got {self.frame_store!r}")
         for name in ("shuffle", "hflip"):
             if not isinstance(getattr(self, name), bool):
                 errors.append(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -352,6 +361,16 @@ def cache_identity(cfg: DataConfig, examples: Examples | None = None) -> dict[st
     return {"data": d}
 
 
+def frame_store_identity(cfg: DataConfig, frame_size, examples: Examples | None = None) -> dict[str, Any]:
+    """{"data": {...}}: what a frame store of `cfg` holds per global index (`cache_identity` without image_size
+    for a store of native-size frames, which any image_size can be resized from). Stored by
+    experiments.extract_frames, checked by `build_dataset` when cfg.frame_store is set."""
+    d = cache_identity(cfg, examples)["data"]
+    if frame_size == "native":
+        del d["image_size"]
+    return {"data": d}
+
+
 def event_clip(index: int, num_frames: int, size: int) -> np.ndarray:
     """uint8 (T, size, size, 3): T frames at stride EVENT_CLIP_STRIDE of events video `index`, from a start
     that is a fixed function of the index (so a teacher-target cache stays valid) spread over the clip."""
@@ -401,6 +420,28 @@ def crop_resize(frames: np.ndarray, size: tuple[int, int], box: tuple[int, int, 
     return np.ascontiguousarray(out[:, :, ::-1]) if flip else out
 
 
+def native_clip(cfg: DataConfig, examples: Examples, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Example `index` decoded as the pipeline decodes it: uint8 frames (T, H0, W0, 3) at native size and their
+    int64 (T,) frame indices (-1 for synthetic). VideoDecodeError / ValueError when it cannot be read."""
+    t = cfg.num_frames
+    if cfg.source == "synthetic" and cfg.synthetic_kind == "events":
+        return event_clip(index, t, cfg.synthetic_size), np.full((t,), -1, np.int64)
+    if cfg.source == "synthetic":
+        video = make_synthetic_video(index, SyntheticVideoSpec(num_frames=t, size=cfg.synthetic_size))
+        return video.frames, np.full((t,), -1, np.int64)
+    t0, t1 = examples.bounds[index]
+    bound = None if math.isnan(t0) else (float(t0), float(t1))
+    frames, idx = load_clip(examples.paths[index], t, size=None, sampling=cfg.sampling,
+                            fps=cfg.fps if cfg.sampling == "fps" else None, bound=bound, threads=cfg.decode_threads)
+    # fps sampling of a short span: pad by repeating the last frame
+    return pad_with_last(frames, t), pad_with_last(idx, t).astype(np.int64)
+
+
+def skip_reason(e: ValueError) -> str:
+    """Why an example was skipped, from the error `native_clip` (or a frame store) raised."""
+    return e.reason if isinstance(e, VideoDecodeError) else str(e)
+
+
 class ClipLoader(grain.transforms.RandomMap):
     """Global example index -> {"pixels": float32 (T, h, w, 3) normalized, "index": int64 (), "frame_indices":
     int64 (T,) (-1 for synthetic), and "targets" float32 (T', H', W', C) with a cache}; or, when the video cannot
@@ -409,34 +450,28 @@ class ClipLoader(grain.transforms.RandomMap):
 
     def __init__(self, cfg: DataConfig, examples: Examples, augment: bool, cache_path: str | None = None):
         self.cfg, self.examples, self.augment, self.cache_path = cfg, examples, augment, cache_path
-        self._cache = None
+        self._cache = self._store = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_cache": None}
+        return {**self.__dict__, "_cache": None, "_store": None}
 
     def _native(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 frames (T, H0, W0, 3) at native size and their int64 (T,) frame indices."""
-        cfg, t = self.cfg, self.cfg.num_frames
-        if cfg.source == "synthetic" and cfg.synthetic_kind == "events":
-            return event_clip(index, t, cfg.synthetic_size), np.full((t,), -1, np.int64)
-        if cfg.source == "synthetic":
-            video = make_synthetic_video(index, SyntheticVideoSpec(num_frames=t, size=cfg.synthetic_size))
-            return video.frames, np.full((t,), -1, np.int64)
-        t0, t1 = self.examples.bounds[index]
-        bound = None if math.isnan(t0) else (float(t0), float(t1))
-        frames, idx = load_clip(self.examples.paths[index], t, size=None, sampling=cfg.sampling,
-                                fps=cfg.fps if cfg.sampling == "fps" else None, bound=bound,
-                                threads=cfg.decode_threads)
-        # fps sampling of a short span: pad by repeating the last frame
-        return pad_with_last(frames, t), pad_with_last(idx, t).astype(np.int64)
+        """uint8 frames (T, H0, W0, 3) and their int64 (T,) frame indices: decoded, or read from the frame store
+        (native size, or already at image_size for a resized store)."""
+        if not self.cfg.frame_store:
+            return native_clip(self.cfg, self.examples, index)
+        from liteframe_jax.data.frame_store import FrameStore
+
+        if self._store is None:
+            self._store = FrameStore(self.cfg.frame_store)
+        return self._store.read(index)
 
     def random_map(self, element, rng: np.random.Generator) -> dict:
         index = int(element)
         try:
             frames, frame_indices = self._native(index)
         except (VideoDecodeError, ValueError) as e:  # ValueError: e.g. a manifest span outside the video
-            reason = e.reason if isinstance(e, VideoDecodeError) else str(e)
-            return {"skipped": f"{self.examples.paths[index]}: {reason}", "index": np.int64(index)}
+            return {"skipped": f"{self.examples.paths[index]}: {skip_reason(e)}", "index": np.int64(index)}
         box, flip = None, False
         if self.augment and self.cfg.random_resized_crop_scale is not None:
             box = random_resized_crop_box(frames.shape[1], frames.shape[2], self.cfg.random_resized_crop_scale, rng)
@@ -535,9 +570,10 @@ def build_dataset(cfg: DataConfig, split: str, batch_size: int, process_index: i
     num_workers. `skip_stats` counts the examples this dataset skipped (see SkipStats); it is not in the state.
 
     cache: a `target_cache.TargetCache` directory; its metadata must match `cache_identity(cfg)`. Examples
-    without a cached target are skipped like unreadable videos. Raises ValueError when augmentation is requested
-    with a cache, for a bad config or arguments; DataError for unusable data (bad manifest line, no examples,
-    incompatible cache).
+    without a cached target are skipped like unreadable videos. cfg.frame_store: read frames from that store,
+    which must match `frame_store_identity(cfg)` and whose source files, where present, must be unchanged.
+    Raises ValueError when augmentation is requested with a cache, for a bad config or arguments; DataError for
+    unusable data (bad manifest line, no examples, incompatible cache or frame store).
     """
     cfg.validate()
     if operator.index(batch_size) < 1:
@@ -557,6 +593,8 @@ def build_dataset(cfg: DataConfig, split: str, batch_size: int, process_index: i
                         + (" (raise eval_fraction or add videos)" if split == "eval" else ""))
     if cache is not None:
         _check_cache(cache, cfg, examples)
+    if cfg.frame_store:
+        _check_store(cfg, examples, augment)
     per_process = len(range(process_index, len(indices), process_count))
     if cfg.num_epochs is not None and drop_remainder and per_process * cfg.num_epochs < batch_size:
         raise DataError(f"split {split!r} gives this process {per_process} examples x {cfg.num_epochs} epochs, "
@@ -581,6 +619,45 @@ def build_dataset(cfg: DataConfig, split: str, batch_size: int, process_index: i
     return it_ds.batch(batch_size, drop_remainder=drop_remainder), stats
 
 
+class _StoreExample(grain.transforms.Map):
+    """Global example index -> {"index", "frames" uint8 (T, H, W, 3), "frame_indices" int64 (T,), "source"
+    int64 (2,)} or {"index", "skipped": reason, "source"}: what a frame store holds of the example."""
+
+    def __init__(self, cfg: DataConfig, examples: Examples, frame_size):
+        self.cfg, self.examples, self.frame_size = cfg, examples, frame_size
+
+    def map(self, element) -> dict:
+        from liteframe_jax.data.frame_store import source_stamp
+
+        index = int(element)
+        source = np.asarray(source_stamp(self.examples.paths[index]), np.int64)  # stamped before decoding
+        try:
+            frames, frame_indices = native_clip(self.cfg, self.examples, index)
+        except (VideoDecodeError, ValueError) as e:
+            return {"index": np.int64(index), "skipped": skip_reason(e), "source": source}
+        if self.frame_size != "native":
+            frames = crop_resize(frames, tuple(self.frame_size))
+        return {"index": np.int64(index), "frames": frames, "frame_indices": frame_indices, "source": source}
+
+
+def store_examples(cfg: DataConfig, frame_size, examples: Examples | None = None) -> grain.IterDataset:
+    """Every example of `cfg` in global index order, as a frame store holds it (see `_StoreExample`): decoded as
+    the pipeline decodes, at native size (frame_size="native") or resized to frame_size=(h, w) as the pipeline
+    resizes, never augmented; cfg.num_workers grain processes decode in parallel. What
+    experiments.extract_frames writes."""
+    examples = load_examples(cfg) if examples is None else examples
+    ds = grain.MapDataset.source(np.arange(len(examples), dtype=np.int64))
+    ds = ds.map(_StoreExample(cfg.replace(frame_store=""), examples, frame_size))
+    threads = 1 if cfg.num_workers else max(1, min(4, os.cpu_count() or 1))
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(threads, 4)))
+    if cfg.num_workers:
+        _ensure_absl_flags_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
+                                                               per_worker_buffer_size=2),
+                                  worker_init_fn=_worker_init)
+    return it_ds
+
+
 def _check_cache(path, cfg: DataConfig, examples: Examples) -> None:
     """DataError unless the cache at `path` was written for this config's examples and clip shape."""
     from liteframe_jax.data.target_cache import TargetCache
@@ -594,3 +671,32 @@ def _check_cache(path, cfg: DataConfig, examples: Examples) -> None:
     problems += c.compatibility_problems(cache_identity(cfg, examples))
     if problems:
         raise DataError(f"target cache {os.fspath(path)!r} does not match the data config: " + "; ".join(problems))
+
+
+def _check_store(cfg: DataConfig, examples: Examples, augment: bool) -> None:
+    """DataError unless the frame store cfg.frame_store was extracted from this config's examples and sampling,
+    from the source files as they are now, at a frame size that serves the config (and its augmentation)."""
+    from liteframe_jax.data.frame_store import FrameStore, FrameStoreError
+
+    try:
+        store = FrameStore(cfg.frame_store)
+    except FrameStoreError as e:
+        raise DataError(f"data.frame_store: {e}") from None
+    where = f"frame store {store.path!r}"
+    problems = []
+    if len(store) != len(examples):
+        problems.append(f"it holds {len(store)} examples, the data has {len(examples)}")
+    if store.num_frames != cfg.num_frames:
+        problems.append(f"it holds {store.num_frames} frames per clip, the data asks for {cfg.num_frames}")
+    problems += store.mismatches(frame_store_identity(cfg, store.frame_size, examples))
+    if problems:
+        raise DataError(f"{where} does not match the data config (re-extract it): " + "; ".join(problems))
+    if augment and cfg.random_resized_crop_scale is not None and store.frame_size != "native":
+        raise DataError(f"{where} holds frames already resized to {list(store.frame_size)}; random_resized_crop "
+                        "crops the native frames: extract with --frame_size=native or set "
+                        "data.random_resized_crop_scale=None")
+    changed = store.changed_sources(examples.paths)
+    if changed:
+        shown = ", ".join(printable(p) for p in changed[:3]) + (", ..." if len(changed) > 3 else "")
+        raise DataError(f"{where} was extracted from other versions of {len(changed)} source video(s) (size or "
+                        f"modification time changed since), e.g. {shown}; re-extract it")

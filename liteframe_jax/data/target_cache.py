@@ -24,14 +24,13 @@ import math
 import operator
 import os
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorstore as ts
 
-from liteframe_jax.partial_writes import new_partial, remove_stale_partials
+from liteframe_jax.partial_writes import new_partial, publish, remove_stale_partials
 
 FORMAT = "liteframe_jax.target_cache"
 VERSION = 1
@@ -54,7 +53,7 @@ def _create(directory: str, name: str, shape: Sequence[int], dtype: str, chunk: 
     return ts.open(spec).result()
 
 
-def _to_json(value) -> Any:
+def to_json(value) -> Any:
     """JSON-normal form (tuples -> lists, numpy scalars -> Python), so stored and expected values compare."""
     return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
@@ -98,7 +97,7 @@ class TargetCacheWriter:
             raise TargetCacheError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.dtype = dtype
         try:
-            self.metadata = _to_json(dict(metadata or {}))
+            self.metadata = to_json(dict(metadata or {}))
         except (TypeError, ValueError) as e:
             raise TargetCacheError(f"metadata must be JSON-serializable: {e}") from None
         if os.path.exists(self.path) and not overwrite:
@@ -161,13 +160,7 @@ class TargetCacheWriter:
             json.dump(info, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        old = None
-        if os.path.exists(self.path):  # overwrite=True: swap the finished cache in, then drop the old one
-            old = f"{self.path}.replaced-{uuid.uuid4().hex[:8]}"
-            os.rename(self.path, old)
-        os.rename(self._tmp, self.path)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        publish(self._tmp, self.path)  # overwrite=True: swaps the finished cache in, then drops the old one
         self._state = "closed"
         return self.path
 
@@ -287,26 +280,33 @@ class TargetCache:
         """Every field of `expected_metadata` (nested dicts compared key by key, as dotted names) whose value
         differs from or is missing in the cache's metadata, as "field: cache has X, expected Y". Fields the cache
         has beyond those expected are not compared."""
-        problems: list[str] = []
-
-        def walk(expected, actual, prefix):
-            for key, want in expected.items():
-                name = f"{prefix}{key}"
-                if not isinstance(actual, Mapping) or key not in actual:
-                    problems.append(f"{name}: missing in the cache, expected {json.dumps(want)}")
-                elif isinstance(want, Mapping) and isinstance(actual[key], Mapping):
-                    walk(want, actual[key], name + ".")
-                elif not _same(actual[key], want):
-                    problems.append(f"{name}: cache has {json.dumps(actual[key])}, expected {json.dumps(want)}")
-
-        walk(_to_json(dict(expected_metadata)), self.metadata, "")
-        return problems
+        return metadata_problems(expected_metadata, self.metadata, "cache")
 
     def check_compatible(self, expected_metadata: Mapping[str, Any]) -> None:
         """TargetCacheError listing every differing field (see `compatibility_problems`), else None."""
         problems = self.compatibility_problems(expected_metadata)
         if problems:
             raise TargetCacheError(f"target cache {self.path} does not match the run:\n  - " + "\n  - ".join(problems))
+
+
+def metadata_problems(expected: Mapping[str, Any], actual: Mapping[str, Any], holder: str) -> list[str]:
+    """Every field of `expected` (nested dicts compared key by key, as dotted names) whose value differs from or
+    is missing in `actual` (stored metadata), as "field: <holder> has X, expected Y"; `actual`'s extra fields are
+    not compared. Shared by the stores that refuse to serve a run they were not written for."""
+    problems: list[str] = []
+
+    def walk(want_map, have, prefix):
+        for key, want in want_map.items():
+            name = f"{prefix}{key}"
+            if not isinstance(have, Mapping) or key not in have:
+                problems.append(f"{name}: missing in the {holder}, expected {json.dumps(want)}")
+            elif isinstance(want, Mapping) and isinstance(have[key], Mapping):
+                walk(want, have[key], name + ".")
+            elif not _same(have[key], want):
+                problems.append(f"{name}: {holder} has {json.dumps(have[key])}, expected {json.dumps(want)}")
+
+    walk(to_json(dict(expected)), actual, "")
+    return problems
 
 
 def _same(a, b) -> bool:

@@ -34,3 +34,15 @@ def test_cores_needed_scales_with_the_accelerator_rate():
     fast = video_io.cores_needed(clips_per_core=2.0, accel_tflops=400.0, mfu=0.5)
     assert slow["flops_per_clip"] > 1e12  # 16 frames at 448 px through the 87M student x3 and InternViT-300M
     assert fast["cores"] == pytest.approx(4 * slow["cores"])
+
+
+def test_the_loader_is_timed_decoding_and_reading_each_store_with_identical_raw_clips(tmp_path):
+    path = video_io.make_video(tmp_path / "c.mp4", minutes=0.02, codec="h264", gop=12, size=(48, 64),
+                               log=lambda _: None)
+    row = video_io.time_loader(path, frames=4, size=(32, 32), repeats=1, work_dir=tmp_path)
+    for name in ("loader_decode", *video_io.STORE_VARIANTS):
+        assert row[name] > 0
+    assert row["store_native_max_abs_diff"] == 0 and row["store_resized_max_abs_diff"] == 0
+    assert 0 < row["store_jpeg_max_abs_diff"] < 1  # normalized units: lossy, but close
+    assert row["store_native_bytes_per_clip"] > 4 * 48 * 64 * 3 > row["store_jpeg_bytes_per_clip"]
+    assert 4 * 32 * 32 * 3 < row["store_resized_bytes_per_clip"] < 4 * 48 * 64 * 3
