@@ -5,15 +5,20 @@ A clip (default 128 frames of 112 x 112 pixels at 8 fps) shows, over a grey back
   * a persistent object, visible and static in every frame, in one quadrant of the frame;
   * a repeated object that appears `repeats` times (0..MAX_REPEATS), each time briefly;
   * NUM_SINGLES one-off objects, each appearing once, briefly;
+  (these brief appearances are large, LARGE_SIDE of the frame side around its centre, so at 56 px every one of
+  the frame's 2 x 2 visual tokens sees part of them; event_size="quadrant" puts them in one free quadrant instead)
   * 1..max_flashes screen flashes: for flash_frames frames the whole background takes one colour (the same for
     every flash of a clip, a colour no object has), objects stay drawn on top.
-Each brief appearance (an event) lasts min_event_frames..max_event_frames frames at a fixed box in one of the three
-quadrants the persistent object leaves free. Events never overlap in time (at least min_gap_frames between two),
+Each brief appearance (an event) lasts min_event_frames..max_event_frames frames at a fixed box; the persistent
+object is drawn over it. Events never overlap in time (at least min_gap_frames between two),
 so their order is strict and two appearances of the repeated object are always separated by frames without it.
 Flashes are timed independently of the objects' events, with the same minimum gap between two flashes; they are
 drawn from a random stream of their own, so switching them off (max_flashes=0) leaves everything else unchanged.
-All objects have distinct palette colours, and every object's side is MIN_SIDE..MAX_SIDE of the frame side, so
-at 56 x 56 pixels (4 x 4 patches of 14 pixels) an object fills most of a quadrant.
+All objects have distinct palette colours; the persistent object's side (and a quadrant event's) is
+MIN_SIDE..MAX_SIDE of the frame side, so at 56 x 56 pixels (4 x 4 patches of 14 pixels) it fills most of a quadrant.
+Why large events: a tiny model does not learn to find an object that fills one of an 8-frame prompt's 32 visual
+tokens for a few frames (measured: the README's "The method at toy scale"); one that covers the frame, like a
+flash, it does. They stay brief and sparse in time, which is what frame scaling is about.
 
 With the default spec, 8 segment-middle frames (one every ~16) miss most events, while 32 or more (one every
 <= 4 frames) see every one. A clip is a pure function of (index, spec), numpy only, so it can be re-rendered
@@ -35,15 +40,20 @@ NUM_SINGLES = 3
 MAX_EVENTS = MAX_REPEATS + NUM_SINGLES
 MAX_FLASHES = 4
 MIN_SIDE, MAX_SIDE = 0.34, 0.45  # object side as a share of the frame side; a quadrant is 0.5
+LARGE_SIDE = (0.55, 0.75)  # a large event's side as a share of the frame side
+LARGE_JITTER = 0.08  # how far (share of the frame side) a large event's centre strays from the frame's centre
+EVENT_SIZES = ("large", "quadrant")
 _STREAM = 0x657665  # keeps these clips' random streams apart from the shapes kind's for the same (seed, index)
 _FLASH_STREAM = 0x666C61
+_LARGE_STREAM = 0x6C6172
 
 
 @dataclasses.dataclass(frozen=True)
 class EventVideoSpec:
     """Clip shape and event timing. kind is always "events" (it names the kind in a record's `synthetic` dict);
     size is H = W in pixels; events last min_event_frames..max_event_frames frames with at least min_gap_frames
-    between two; 1..max_flashes screen flashes of flash_frames frames each (max_flashes=0: none);
+    between two and are drawn large over the frame's centre or (event_size="quadrant") in a free quadrant;
+    1..max_flashes screen flashes of flash_frames frames each (max_flashes=0: none);
     background_noise and fps as in SyntheticVideoSpec."""
 
     kind: str = KIND
@@ -57,10 +67,13 @@ class EventVideoSpec:
     min_gap_frames: int = 4
     max_flashes: int = MAX_FLASHES
     flash_frames: int = 6
+    event_size: str = "large"
 
     def __post_init__(self):
         if self.kind != KIND:
             raise ValueError(f"kind must be {KIND!r}, got {self.kind!r}")
+        if self.event_size not in EVENT_SIZES:
+            raise ValueError(f"event_size must be one of {EVENT_SIZES}, got {self.event_size!r}")
         check_render_fields(self)
         if not 1 <= self.min_event_frames <= self.max_event_frames or self.min_gap_frames < 1:
             raise ValueError(f"need 1 <= min_event_frames <= max_event_frames and min_gap_frames >= 1, got "
@@ -154,6 +167,14 @@ def _box_in_quadrant(rng: np.random.Generator, size: int, quadrant: int) -> tupl
     return x, y, x + side, y + side
 
 
+def _large_box(rng: np.random.Generator, size: int) -> tuple[int, int, int, int]:
+    """A random square box of LARGE_SIDE of the frame side, its centre within LARGE_JITTER of the frame's."""
+    side = int(rng.integers(round(LARGE_SIDE[0] * size), round(LARGE_SIDE[1] * size) + 1))
+    jitter = round(LARGE_JITTER * size)
+    x, y = (min(max(size // 2 - side // 2 + int(d), 0), size - side) for d in rng.integers(-jitter, jitter + 1, 2))
+    return x, y, x + side, y + side
+
+
 def event_starts(rng: np.random.Generator, durations: np.ndarray, num_frames: int, gap: int) -> np.ndarray:
     """int64 (n,) start frames for events of these durations (n,), shown in the given order, with >= gap frames
     between consecutive ones and all inside [0, num_frames); the free frames are spread at random."""
@@ -167,7 +188,7 @@ def event_starts(rng: np.random.Generator, durations: np.ndarray, num_frames: in
 
 def _render(spec: EventVideoSpec, objects, flashes, level: int, rng: np.random.Generator) -> np.ndarray:
     """uint8 (T, H, W, 3): the grey background (textured when spec.background_noise), in the flashes' frames
-    their colour with the same texture, with every object drawn in its frames."""
+    their colour with the same texture, with every object drawn in its frames, later ones over earlier ones."""
     size = spec.size
     noise = np.zeros((size, size, 1), np.int16)
     if spec.background_noise:
@@ -198,12 +219,15 @@ def make_event_video(index: int, spec: EventVideoSpec = EventVideoSpec()) -> Eve
     who = [who[i] for i in rng.permutation(len(who))]
     durations = rng.integers(spec.min_event_frames, spec.max_event_frames + 1, len(who))
     starts = event_starts(rng, durations, t_total, spec.min_gap_frames)
-    events = tuple(SyntheticEvent(colors[k], shapes[k], int(s), int(s + d),
-                                  _box_in_quadrant(rng, spec.size, quadrants[rng.integers(1, 4)]))
-                   for k, s, d in zip(who, starts, durations))
+    boxes = [_box_in_quadrant(rng, spec.size, quadrants[rng.integers(1, 4)]) for _ in who]
+    if spec.event_size == "large":  # from a stream of their own: both sizes share every other random draw
+        large_rng = np.random.default_rng([spec.seed, index, _LARGE_STREAM])
+        boxes = [_large_box(large_rng, spec.size) for _ in who]
+    events = tuple(SyntheticEvent(colors[k], shapes[k], int(s), int(s + d), box)
+                   for k, s, d, box in zip(who, starts, durations, boxes))
     level = int(rng.integers(25, 70))
     flashes = _flashes(spec, index, colors)
-    frames = _render(spec, (persistent, *events), flashes, level, rng)
+    frames = _render(spec, (*events, persistent), flashes, level, rng)
     return EventVideo(index, spec, frames, persistent, events, (colors[1], shapes[1]), level, flashes)
 
 

@@ -112,6 +112,8 @@ def _check_spec_dict(synthetic: dict) -> SyntheticVideoSpec | EventVideoSpec:
     for key, value in synthetic.items():
         if key == "fps":
             _require(_is_number(value), f"synthetic.fps must be a number, got {value!r}")
+        elif key == "event_size":
+            _require(isinstance(value, str), f"synthetic.event_size must be a string, got {value!r}")
         elif key != "kind":
             _require(isinstance(value, int) and not isinstance(value, bool),
                      f"synthetic.{key} must be an integer, got {value!r}")

@@ -1,6 +1,6 @@
-"""Events clips: deterministic, every object is drawn exactly in its recorded frames and box, events are brief,
-sparse and strictly ordered, flashes fill the frame in one new colour, objects are large enough for a 4 x 4-patch
-view, and rendering is cheap."""
+"""Events clips: deterministic, every object is drawn exactly in its recorded frames and box (the persistent one
+on top), events are brief, sparse and strictly ordered, flashes fill the frame in one new colour, events are large
+and central (or, event_size="quadrant", inside a free quadrant), and rendering is cheap."""
 
 import json
 import time
@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from liteframe_jax.data.synthetic import PALETTE, SHAPES, shape_mask
-from liteframe_jax.data.synthetic_events import (MAX_FLASHES, MAX_REPEATS, NUM_SINGLES, EventVideoSpec, event_starts,
-                                                 make_event_video)
+from liteframe_jax.data.synthetic_events import (LARGE_JITTER, LARGE_SIDE, MAX_FLASHES, MAX_REPEATS, NUM_SINGLES,
+                                                 EventVideoSpec, event_starts, make_event_video)
 
 SPEC = EventVideoSpec()
 SMALL = EventVideoSpec(num_frames=40, size=48, min_event_frames=2, max_event_frames=4, min_gap_frames=1, seed=5,
                        background_noise=0, flash_frames=3)
+QUADRANT = EventVideoSpec(event_size="quadrant")
 INDICES = range(30)
 
 
@@ -53,17 +54,26 @@ def test_default_clip_shape_type_and_id(videos):
 
 # ---------------------------------------------------------------------------------------------------- content
 
+def drawn_mask(o, shape):
+    """bool (T, H, W): where object `o` would be drawn on its own."""
+    mask = np.zeros(shape, bool)
+    x0, y0, x1, y1 = o.box
+    mask[o.start:o.end, y0:y1, x0:x1] = shape_mask(o.shape, x1 - x0)
+    return mask
+
+
 def test_each_object_is_drawn_exactly_in_its_frames_and_box_and_nowhere_else(videos):
-    for v in videos + [make_event_video(i, SMALL) for i in range(10)]:
+    quadrant = [make_event_video(i, QUADRANT) for i in range(10)]
+    for v in videos + [make_event_video(i, SMALL) for i in range(10)] + quadrant:
         colors, pixels = {v.persistent.color} | {e.color for e in v.events}, packed(v.frames)
+        on_top = drawn_mask(v.persistent, pixels.shape)  # the persistent object hides what is under it
         covered = np.zeros(pixels.shape, bool)  # where some object is drawn
         for color in colors:
             drawn = color_pixels(pixels, color)
-            objects = [v.persistent] if color == v.persistent.color else v.appearances(color)
-            expected = np.zeros_like(drawn)
-            for o in objects:
-                x0, y0, x1, y1 = o.box
-                expected[o.start:o.end, y0:y1, x0:x1] = shape_mask(o.shape, x1 - x0)
+            if color == v.persistent.color:
+                expected = on_top
+            else:
+                expected = np.logical_or.reduce([drawn_mask(o, pixels.shape) for o in v.appearances(color)]) & ~on_top
             np.testing.assert_array_equal(drawn, expected, err_msg=f"{v.video_id} {color}")
             covered |= expected
         flash_colors = {f.color for f in v.flashes}
@@ -128,9 +138,31 @@ def test_roles_colours_and_counts(videos):
     assert repeats == set(range(MAX_REPEATS + 1))
 
 
-def test_objects_are_large_and_never_share_a_quadrant_with_the_persistent_object(videos):
-    half = SPEC.size // 2
+def test_events_are_large_central_squares_reaching_into_every_quadrant(videos):
+    half, size = SPEC.size // 2, SPEC.size
     for v in videos:
+        for e in v.events:
+            x0, y0, x1, y1 = e.box
+            assert x1 - x0 == y1 - y0 and round(LARGE_SIDE[0] * size) <= x1 - x0 <= round(LARGE_SIDE[1] * size)
+            assert 0 <= x0 and 0 <= y0 and x1 <= size and y1 <= size
+            reach = LARGE_JITTER * size + 1
+            assert abs((x0 + x1) / 2 - half) <= reach and abs((y0 + y1) / 2 - half) <= reach
+            assert min(half - x0, x1 - half, half - y0, y1 - half) >= 0.15 * size  # a good part of every quadrant
+
+
+def test_quadrant_events_change_only_the_events_boxes(videos):
+    for v in videos[:5]:
+        q = make_event_video(v.index, QUADRANT)
+        assert q.persistent == v.persistent and q.flashes == v.flashes and q.repeated == v.repeated
+        assert q.background_level == v.background_level
+        assert [(e.color, e.shape, e.start, e.end) for e in q.events] == [(e.color, e.shape, e.start, e.end)
+                                                                         for e in v.events]
+        assert all(a.box != b.box for a, b in zip(q.events, v.events))
+
+
+def test_objects_are_large_and_never_share_a_quadrant_with_the_persistent_object():
+    half = SPEC.size // 2
+    for v in [make_event_video(i, QUADRANT) for i in INDICES]:
         quadrant = {(o.box[0] // half, o.box[1] // half) for o in (v.persistent,)}
         for o in (v.persistent, *v.events):
             x0, y0, x1, y1 = o.box
@@ -171,7 +203,7 @@ def test_event_starts_fill_the_clip_without_overlap():
                                     dict(min_event_frames=5, max_event_frames=4), dict(min_gap_frames=0),
                                     dict(num_frames=60), dict(background_noise=21), dict(seed=-1), dict(fps=0),
                                     dict(max_flashes=-1), dict(max_flashes=MAX_FLASHES + 1), dict(flash_frames=0),
-                                    dict(flash_frames=40)])
+                                    dict(flash_frames=40), dict(event_size="huge")])
 def test_spec_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         EventVideoSpec(**kwargs)
