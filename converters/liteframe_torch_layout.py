@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 from flax import linen as nn
 
+from liteframe_jax.checkpoints import hf_config
 from liteframe_jax.checkpoints import internvl_layouts as layouts
 from liteframe_jax.checkpoints.import_internvl import flat_paths, unflatten
 from liteframe_jax.checkpoints.internvl_layouts import Rule
-from liteframe_jax.models.config import StudentConfig, TextConfig
+from liteframe_jax.models.config import ConfigError, StudentConfig, TextConfig
 from liteframe_jax.models.liteframe import LiteFrameConfig, abstract_liteframe
 
 FULL_MODEL_TYPE = "liteframe"
@@ -169,40 +170,20 @@ _STUDENT_TRAINING_ONLY = ("identity_init", "remat", "dtype", "attention_impl")
 _IDS = ("image_token_id", "img_start_token_id", "img_end_token_id", "eos_token_id", "pad_token_id")
 
 
-def text_to_qwen2(t: TextConfig) -> dict[str, Any]:
-    """Our TextConfig -> transformers Qwen2Config fields."""
-    if t.qk_norm:
-        raise ValueError("a Qwen3 LLM (InternVL3.5 teacher) is not supported by the PyTorch LiteFrame export, whose "
-                         "modeling code runs transformers' Qwen2; an encoder-only LiteFrame checkpoint (no LLM) "
-                         "exports")
-    if not t.qkv_bias:
-        raise ValueError("text.qkv_bias=False cannot be expressed by transformers' Qwen2 (q/k/v always have biases)")
-    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": t.rope_theta}
-    if t.rope_scaling == "dynamic":
-        rope = {"rope_type": "dynamic", "rope_theta": t.rope_theta, "factor": t.rope_scaling_factor}
-    return {"model_type": "qwen2", "vocab_size": t.vocab_size, "hidden_size": t.hidden_size,
-            "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
-            "num_key_value_heads": t.num_kv_heads, "intermediate_size": t.mlp_dim, "hidden_act": "silu",
-            "rms_norm_eps": t.rms_norm_eps, "max_position_embeddings": t.max_position_embeddings,
-            "tie_word_embeddings": t.tie_word_embeddings, "rope_parameters": rope, "use_sliding_window": False,
-            "attention_dropout": 0.0}
+def text_to_hf(t: TextConfig) -> dict[str, Any]:
+    """Our TextConfig -> transformers text config fields (Qwen2, Qwen3 or InternLM3, with `model_type`)."""
+    try:
+        return hf_config.text_config_dict(t)
+    except ConfigError as e:
+        raise ValueError(f"the LLM cannot be exported: {e}") from None
 
 
-def text_from_qwen2(d: dict[str, Any]) -> dict[str, Any]:
-    """Qwen2Config fields -> our TextConfig fields (dict)."""
-    rope = d.get("rope_parameters") or {"rope_type": "default", "rope_theta": d.get("rope_theta", 10000.0)}
-    kind = rope.get("rope_type", rope.get("type", "default"))
-    out = {"vocab_size": d["vocab_size"], "hidden_size": d["hidden_size"], "num_layers": d["num_hidden_layers"],
-           "num_heads": d["num_attention_heads"], "num_kv_heads": d.get("num_key_value_heads") or
-           d["num_attention_heads"], "mlp_dim": d["intermediate_size"], "qkv_bias": True,
-           "rope_theta": float(rope.get("rope_theta", 10000.0)), "rms_norm_eps": d.get("rms_norm_eps", 1e-6),
-           "max_position_embeddings": d.get("max_position_embeddings", 32768),
-           "tie_word_embeddings": bool(d.get("tie_word_embeddings", False))}
-    if kind == "dynamic":
-        out |= {"rope_scaling": "dynamic", "rope_scaling_factor": float(rope.get("factor", 1.0))}
-    elif kind != "default":
-        raise ExportFormatError(f"unsupported rope_parameters {rope!r} (supported: default, dynamic)")
-    return out
+def text_from_hf(d: dict[str, Any]) -> dict[str, Any]:
+    """transformers text config fields -> our TextConfig fields (dict)."""
+    try:
+        return hf_config.text_config_from_dict(d, bool(d.get("tie_word_embeddings", False))).to_dict()
+    except ConfigError as e:
+        raise ExportFormatError(f"config.json text_config: {e}") from None
 
 
 def _student_fields(cfg: LiteFrameConfig, with_projector: bool) -> dict[str, Any]:
@@ -219,7 +200,7 @@ def _architecture_fields(cfg: LiteFrameConfig, with_llm: bool) -> dict[str, Any]
     if not with_llm:
         return {"model_type": ENCODER_MODEL_TYPE, **student}
     return {"model_type": FULL_MODEL_TYPE, "student_config": student | {"model_type": ENCODER_MODEL_TYPE},
-            "text_config": text_to_qwen2(cfg.teacher.text), **{k: getattr(cfg.teacher, k) for k in _IDS},
+            "text_config": text_to_hf(cfg.teacher.text), **{k: getattr(cfg.teacher, k) for k in _IDS},
             "tie_word_embeddings": cfg.teacher.text.tie_word_embeddings}
 
 
@@ -235,7 +216,7 @@ def _ours_from_architecture(d: dict[str, Any]) -> dict[str, Any]:
                                "downsample_ratio": s["downsample_ratio"], "ps_version": s["ps_version"],
                                "projector_ln_eps": s["projector_layer_norm_eps"]}
     if kind == FULL_MODEL_TYPE:
-        teacher["text"] = text_from_qwen2(d["text_config"])
+        teacher["text"] = text_from_hf(d["text_config"])
         teacher |= {k: d.get(k) for k in _IDS}
     else:
         width = s["projector_hidden_size"] if s["location"] != "post_projector" else s["out_dim"]

@@ -264,7 +264,7 @@ def hf_config_from_ours(cfg):
     """Our InternVLConfig -> transformers InternVLConfig (for OpenGVLab-layout checkpoints)."""
     from transformers import InternVLConfig as HFConfig
 
-    from converters.liteframe_torch_layout import text_to_qwen2
+    from converters.liteframe_torch_layout import text_to_hf
 
     v = cfg.vision
     if cfg.ps_version != "v2":
@@ -274,7 +274,7 @@ def hf_config_from_ours(cfg):
                   num_channels=v.num_channels, attention_bias=v.qkv_bias, use_qk_norm=v.qk_norm,
                   norm_type=v.norm_type, layer_norm_eps=v.layer_norm_eps, hidden_act="gelu",
                   use_mean_pooling=True, use_absolute_position_embeddings=True)
-    return HFConfig(vision_config=vision, text_config=text_to_qwen2(cfg.text),
+    return HFConfig(vision_config=vision, text_config=text_to_hf(cfg.text),
                     tie_word_embeddings=cfg.text.tie_word_embeddings, image_token_id=cfg.image_token_id,
                     image_seq_length=cfg.tokens_per_frame(), downsample_ratio=cfg.downsample_ratio,
                     projector_hidden_act="gelu", vision_feature_layer=v.select_layer,

@@ -19,7 +19,9 @@ directly." Questions are batched (--batch_size, prompts left-padded) and videos 
 Methods:
   generate  greedy-decode up to --max_new_tokens tokens and read the first option letter of the reply ("B", "B.",
             "(B)", "B) red", "The answer is B", "answer: (B)"; a reply equal to one option's text counts as that
-            option). A reply with no letter counts as wrong and is reported as `unparsed`.
+            option). A leading `<think>...</think>` block (InternVL3.5's thinking mode) is dropped first; a
+            reply still thinking when --max_new_tokens runs out has no answer. A reply with no letter counts as
+            wrong and is reported as `unparsed`.
   loglik    score each option LETTER (not its text) by the log-likelihood of the letter's tokens as the
             assistant's reply (the form the models are trained to answer in), and pick the most likely; never
             unparsed. Ties go to the earliest option.
@@ -63,6 +65,7 @@ _KEYWORD = re.compile(r"(?i:answer|option|choice)\s*(?i:is)?\s*[:=]?\s*(?i:optio
 _LETTER = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])")
 _WORD_AFTER = re.compile(r"\s+[a-z]")
 _LONE = re.compile(r"^\W*([A-Za-z])\W*$")
+THINK_START, THINK_END = "<think>", "</think>"
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -70,6 +73,16 @@ _LONE = re.compile(r"^\W*([A-Za-z])\W*$")
 def _norm(text: str) -> str:
     text = re.sub(r"[^\w\s]", " ", text.lower())
     return " ".join(w for w in text.split() if w not in ("the", "a", "an"))
+
+
+def strip_thinking(reply: str) -> str:
+    """The reply after a leading `<think>...</think>` reasoning block (InternVL3.5 / Qwen3 thinking mode; the
+    reasoning may name letters it then rejects), or "" while the block is still open; other replies unchanged."""
+    text = (reply or "").lstrip()
+    if not text.startswith(THINK_START):
+        return reply
+    end = text.find(THINK_END)
+    return "" if end < 0 else text[end + len(THINK_END):].strip()
 
 
 def parse_choice(text: str, num_options: int, options=()) -> str | None:
@@ -262,7 +275,7 @@ def evaluate_benchmark(model, records, num_frames: int = DEFAULT_FRAMES, method:
                     replies = _generate_batch(model, ok, visuals, prompts, batch_size, max_new_tokens, eos)
                     for ex, reply in zip(ok, replies):
                         r = ex["record"]
-                        ex.update(response=reply, prediction=parse(reply, r))
+                        ex.update(response=reply, prediction=parse(strip_thinking(reply), r))
                 else:
                     answers = []
                     for ex in ok:

@@ -94,20 +94,25 @@ class TinySpec:
     bos_token_id: int = 1
     eos_token_id: int = 2
     max_position_embeddings: int = 512
-    # "qwen2" (InternVL3) or "qwen3" (InternVL3.5: per-head q/k RMSNorm, no q/k/v bias, explicit head_dim).
+    # "qwen2" (InternVL3), "qwen3" (InternVL3.5: per-head q/k RMSNorm, no q/k/v bias, explicit head_dim) or
+    # "internlm3" (InternVL3-9B: transformers runs it as Llama; biases on all of q/k/v/o and the MLP, or none).
     text_model_type: str = "qwen2"
-    qwen3_head_dim: int | None = None  # Qwen3 only; None: text_hidden // text_heads
+    explicit_head_dim: int | None = None  # Qwen3 / InternLM3 only; None: text_hidden // text_heads
+    internlm3_bias: bool = False  # InternLM3 only: qkv_bias = bias (transformers' attention_bias = mlp_bias)
+    rope_dynamic_factor: float | None = None  # dynamic NTK RoPE scaling (changes nothing below max_position_embeddings)
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
         if (self.image_size // self.patch_size) % 2:
             raise ValueError("the patch grid must be even (pixel shuffle with ratio 0.5)")
-        if self.text_model_type not in ("qwen2", "qwen3"):
-            raise ValueError("text_model_type must be 'qwen2' or 'qwen3'")
-        if self.qwen3_head_dim is not None and self.text_model_type != "qwen3":
-            raise ValueError("qwen3_head_dim is a Qwen3 setting")
-        text_split = self.qwen3_head_dim is None and self.text_hidden % self.text_heads
+        if self.text_model_type not in ("qwen2", "qwen3", "internlm3"):
+            raise ValueError("text_model_type must be 'qwen2', 'qwen3' or 'internlm3'")
+        if self.explicit_head_dim is not None and self.text_model_type == "qwen2":
+            raise ValueError("explicit_head_dim is a Qwen3 / InternLM3 setting")
+        if self.internlm3_bias and self.text_model_type != "internlm3":
+            raise ValueError("internlm3_bias is an InternLM3 setting")
+        text_split = self.explicit_head_dim is None and self.text_hidden % self.text_heads
         if self.vision_hidden % self.vision_heads or text_split:
             raise ValueError("heads must divide hidden sizes")
         if self.text_heads % self.text_kv_heads:
@@ -145,14 +150,27 @@ class TinySpec:
 
     @property
     def text_head_dim(self) -> int:
-        return self.qwen3_head_dim or self.text_hidden // self.text_heads
+        return self.explicit_head_dim or self.text_hidden // self.text_heads
 
-    def llm_fields(self) -> dict:
-        """The text-config fields that differ between the Qwen2 and Qwen3 LLMs."""
+    @property
+    def llm_architecture(self) -> str:
+        return {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                "internlm3": "InternLM3ForCausalLM"}[self.text_model_type]
+
+    def llm_fields(self, original: bool = False) -> dict:
+        """The text-config fields that differ between the LLM families (`original`: InternLM3's remote-code bias
+        names qkv_bias / bias instead of transformers' attention_bias / mlp_bias), plus the RoPE scaling."""
+        rope = {}
+        if self.rope_dynamic_factor is not None:
+            rope = {"rope_scaling": {"rope_type": "dynamic", "factor": self.rope_dynamic_factor}}
         if self.text_model_type == "qwen2":
-            return {"model_type": "qwen2", "use_sliding_window": False}
-        return {"model_type": "qwen3", "head_dim": self.text_head_dim, "attention_bias": False,
-                "use_sliding_window": False}
+            return {"model_type": "qwen2", "use_sliding_window": False, **rope}
+        if self.text_model_type == "qwen3":
+            return {"model_type": "qwen3", "head_dim": self.text_head_dim, "attention_bias": False,
+                    "use_sliding_window": False, **rope}
+        bias = {"qkv_bias": self.internlm3_bias, "bias": self.internlm3_bias} if original else \
+            {"attention_bias": self.internlm3_bias, "mlp_bias": self.internlm3_bias}
+        return {"model_type": "internlm3", "head_dim": self.text_head_dim, **bias, **rope}
 
 
 def tokens_per_frame(spec: TinySpec, pixel_size: int | None = None) -> int:
@@ -376,11 +394,13 @@ def expected_key_counts(spec: TinySpec) -> dict[str, int]:
     """Tensor counts per layout.
 
     original  : 4 (cls, patch w/b, pos) + L_v*14 (+2 with qk norm) + 6 (mlp1) + 1 (embed) + L_t*12 + 2 (norm, head);
-                Qwen3 LLM layers have 11 (no q/k/v biases, plus q_norm and k_norm)
+                Qwen3 LLM layers have 11 (no q/k/v biases, plus q_norm and k_norm), InternLM3 layers 9 (7 weights,
+                2 norms) plus 7 biases with internlm3_bias
     hf / hf_runtime: same but 18 (+2) per vision layer (q, k, v split: 3 weights + 3 biases instead of 2).
     """
     qk = 2 if spec.use_qk_norm else 0
-    llm = 1 + spec.text_layers * (11 if spec.text_model_type == "qwen3" else 12) + 2
+    per_layer = {"qwen2": 12, "qwen3": 11, "internlm3": 16 if spec.internlm3_bias else 9}[spec.text_model_type]
+    llm = 1 + spec.text_layers * per_layer + 2
     orig = 4 + spec.vision_layers * (14 + qk) + 6 + llm
     hf = 4 + spec.vision_layers * (18 + qk) + 6 + llm
     return {"original": orig, "hf": hf, "hf_runtime": hf}
@@ -433,8 +453,8 @@ def original_config_dict(spec: TinySpec) -> dict:
             "use_flash_attn": False,
         },
         "llm_config": {
-            "architectures": ["Qwen3ForCausalLM" if spec.text_model_type == "qwen3" else "Qwen2ForCausalLM"],
-            **spec.llm_fields(),
+            "architectures": [spec.llm_architecture],
+            **spec.llm_fields(original=True),
             "hidden_size": spec.text_hidden,
             "intermediate_size": spec.text_mlp,
             "num_hidden_layers": spec.text_layers,

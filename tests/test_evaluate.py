@@ -15,7 +15,7 @@ from liteframe_jax.data.prompts import encode_prompt
 from liteframe_jax.data.qa_pipeline import prompt_ids, question_text
 from liteframe_jax.data.synthetic import SyntheticVideoSpec
 from liteframe_jax.data.video_qa import LETTERS, QARecord, build_synthetic_benchmark, write_records
-from liteframe_jax.evaluate import _loglik_batch, evaluate_benchmark, parse_choice
+from liteframe_jax.evaluate import _loglik_batch, evaluate_benchmark, parse_choice, strip_thinking
 from liteframe_jax.generate import answer, clip_pixels, load_model, prompt_layout
 from tests.test_generate import build_tiny_checkpoints, cli_env
 
@@ -58,6 +58,29 @@ def cli(*args, env=None):
 ])
 def test_parse_choice(reply, letter):
     assert parse_choice(reply, 4, ("red", "green", "blue", "the red square")) == letter
+
+
+@pytest.mark.parametrize("reply, rest", [
+    ("<think>\nA is wrong, so not A.\n</think>\n\nC", "C"),  # InternVL3.5 thinking mode
+    ("  <think>B? No.</think>The answer is D.", "The answer is D."),
+    ("<think>A looks right but the reply was cut", ""),  # still thinking at max_new_tokens: no answer
+    ("<think></think>B", "B"), ("B <think>x</think>", "B <think>x</think>"), ("B", "B"), ("", ""),
+])
+def test_a_leading_thinking_block_is_dropped_before_parsing(reply, rest):
+    assert strip_thinking(reply) == rest
+
+
+def test_generated_replies_are_parsed_after_their_thinking_block(model, records, monkeypatch):
+    """evaluate_benchmark parses what follows `</think>`: the letters the reasoning mentions do not count."""
+    import liteframe_jax.evaluate as evaluate
+
+    picked = [dataclasses.replace(records[0], answer="B"), dataclasses.replace(records[1], answer="A")]
+    replies = ["<think>A? The object is not A.</think>\nB", "<think>Maybe B, maybe A"]
+    monkeypatch.setattr(evaluate, "_generate_batch", lambda model, ok, *args: replies[:len(ok)])
+    result = evaluate_benchmark(model, picked, FRAMES, "generate", batch_size=2, system_message="none")
+    assert [p["prediction"] for p in result["predictions"]] == ["B", None]
+    assert [p["response"] for p in result["predictions"]] == replies  # the raw reply is kept
+    assert result["overall"]["correct"] == 1 and result["unparsed"] == 1
 
 
 def _direct_logliks(model, record, answers, system=None):

@@ -6,8 +6,9 @@ Two model types:
   connector that turns its output into LLM tokens: the teacher's pixel shuffle (`downsample_ratio`, `ps_version`)
   and projector (LayerNorm -> Linear -> GELU -> Linear, `projector_hidden_size` wide; absent when the student is
   trained at `location="post_projector"`). `location` says where in the teacher's pipeline the student output lives.
-* `liteframe` (`LiteFrameConfig`): the Video LLM, `student_config` (a `LiteFrameStudentConfig`) + `text_config` (a
-  `Qwen2Config`) + the special token ids.
+* `liteframe` (`LiteFrameConfig`): the Video LLM, `student_config` (a `LiteFrameStudentConfig`) + `text_config` (the
+  LLM's transformers config, chosen by its `model_type`: `Qwen2Config` (InternVL3), `Qwen3Config` (InternVL3.5),
+  `InternLM3Config` (InternVL3-9B); default qwen2) + the special token ids.
 
 `liteframe_jax` holds the parts of the LiteFrame-JAX training config that the PyTorch model does not use (e.g. the
 teacher's vision tower); the exporter writes it so a round trip back to JAX is exact. PyTorch code ignores it.
@@ -17,7 +18,7 @@ This file may import only torch and transformers (it is copied next to the expor
 
 from __future__ import annotations
 
-from transformers import PretrainedConfig, Qwen2Config
+from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig, Qwen2Config
 
 LOCATIONS = ("pre_shuffle", "post_shuffle", "post_projector")
 
@@ -146,11 +147,12 @@ class LiteFrameStudentConfig(PretrainedConfig):
 
 class LiteFrameConfig(PretrainedConfig):
     """The LiteFrame Video LLM: `student_config` (LiteFrameStudentConfig, encoder + connector), `text_config`
-    (Qwen2Config of the LLM) and the token ids: `image_token_id` (<IMG_CONTEXT>, replaced by visual tokens),
+    (the LLM's Qwen2Config / Qwen3Config / InternLM3Config) and the token ids: `image_token_id` (<IMG_CONTEXT>,
+    replaced by visual tokens),
     `img_start_token_id` (<img>), `img_end_token_id` (</img>), `eos_token_id` (<|im_end|>), `pad_token_id`."""
 
     model_type = "liteframe"
-    sub_configs = {"student_config": LiteFrameStudentConfig, "text_config": Qwen2Config}
+    sub_configs = {"student_config": LiteFrameStudentConfig, "text_config": AutoConfig}
 
     def __init__(self, student_config=None, text_config=None, image_token_id=151667, img_start_token_id=151665,
                  img_end_token_id=151666, eos_token_id=151645, pad_token_id=151643, tie_word_embeddings=None,
@@ -160,7 +162,8 @@ class LiteFrameConfig(PretrainedConfig):
         elif student_config is None:
             student_config = LiteFrameStudentConfig()
         if isinstance(text_config, dict):
-            text_config = Qwen2Config(**{k: v for k, v in text_config.items() if k != "model_type"})
+            fields = {k: v for k, v in text_config.items() if k != "model_type"}
+            text_config = CONFIG_MAPPING[text_config.get("model_type", "qwen2")](**fields)
         elif text_config is None:
             text_config = Qwen2Config(**QWEN25_7B)
         self.student_config = student_config

@@ -2,7 +2,8 @@
 
 * `LiteFrameStudentModel` (AutoModel): the video encoder. pixel_values (B, T, 3, H, W) normalized floats, channels
   first -> student tokens (B, T', H', W', C) and LLM-space visual tokens (B, T' * tokens_per_group, d_llm).
-* `LiteFrameForConditionalGeneration` (AutoModelForCausalLM): the encoder + `transformers.Qwen2ForCausalLM`; every
+* `LiteFrameForConditionalGeneration` (AutoModelForCausalLM): the encoder + the LLM transformers builds for
+  `config.text_config` (`Qwen2ForCausalLM`; `Qwen3ForCausalLM`; `LlamaForCausalLM` for InternLM3); every
   `<IMG_CONTEXT>` (config.image_token_id) embedding of `input_ids` is replaced, in row-major (batch, sequence)
   order, by the visual tokens of `pixel_values` (clips in batch order). Generation goes through `GenerationMixin`.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel, Qwen2ForCausalLM
+from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
@@ -335,7 +336,7 @@ def _cache_length(past_key_values) -> int:
 
 
 class LiteFrameForConditionalGeneration(LiteFrameVideoEncoderMixin, PreTrainedModel, GenerationMixin):
-    """LiteFrame Video LLM: video encoder -> `<IMG_CONTEXT>` embeddings of a `Qwen2ForCausalLM`.
+    """LiteFrame Video LLM: video encoder -> `<IMG_CONTEXT>` embeddings of the LLM (Qwen2 / Qwen3 / InternLM3).
 
     forward(input_ids (B, L), pixel_values (B_clips, T, 3, H, W) | None, attention_mask (B, L) | None, ...)
     -> CausalLMOutputWithPast (logits (B, L, vocab)). Without `position_ids`, RoPE positions are
@@ -346,12 +347,13 @@ class LiteFrameForConditionalGeneration(LiteFrameVideoEncoderMixin, PreTrainedMo
     main_input_name = "input_ids"
     _supports_sdpa = True
     _supports_flash_attn = False
-    _no_split_modules = ["StudentBlock", "Qwen2DecoderLayer"]
+    _no_split_modules = ["StudentBlock", "Qwen2DecoderLayer", "Qwen3DecoderLayer", "LlamaDecoderLayer"]
 
     def __init__(self, config: LiteFrameConfig):
         super().__init__(config)
         self._build_encoder(config.student_config)
-        self.language_model = Qwen2ForCausalLM(config.text_config)
+        # transformers' own causal LM class for the text config (Qwen2Config -> Qwen2ForCausalLM, ...)
+        self.language_model = MODEL_FOR_CAUSAL_LM_MAPPING[type(config.text_config)](config.text_config)
         self.post_init()
 
     def _init_weights(self, module):

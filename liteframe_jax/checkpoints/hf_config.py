@@ -1,6 +1,6 @@
-"""Reads an InternVL3 (Qwen2/Qwen2.5 LLM) or dense InternVL3.5 (Qwen3 LLM) checkpoint's own config.json (OpenGVLab
-or transformers style) and tokenizer files into our `InternVLConfig`, and writes our config back as either style's
-config.json (export). Other LLMs (InternLM3 of InternVL3-9B, the MoE LLMs of InternVL3.5) are refused.
+"""Reads an InternVL3 (Qwen2/Qwen2.5 LLM), dense InternVL3.5 (Qwen3 LLM) or InternVL3-9B (InternLM3 LLM) checkpoint's
+own config.json (OpenGVLab or transformers style) and tokenizer files into our `InternVLConfig`, and writes our
+config back as either style's config.json (export). Other LLMs (the MoE LLMs of InternVL3.5) are refused.
 
 Written configs carry everything `config_from_hf` reads; a few of our fields have no place in them (the qkv layout
 is the layout's own, `dtype` / `attention_impl` / `remat` are runtime choices, `<img>` / `</img>` ids come from the
@@ -49,37 +49,75 @@ def _rope(text: dict[str, Any]) -> tuple[float, str, float]:
     return float(theta), "dynamic", float(scaling.get("factor", 1.0))
 
 
-# LLM model_type -> architecture: InternVL3 (Qwen2/Qwen2.5) and dense InternVL3.5 (Qwen3). Not qwen3_moe, not InternLM3.
-_LLMS = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+# LLM model_type -> architecture: InternVL3 (Qwen2/Qwen2.5), dense InternVL3.5 (Qwen3), InternVL3-9B (InternLM3).
+# Not qwen3_moe / gpt_oss (the InternVL3.5 MoE models).
+_LLMS = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "internlm3": "InternLM3ForCausalLM"}
 QWEN3_DEFAULT_HEAD_DIM = 128  # transformers' Qwen3Config default when a config omits head_dim
+INTERNLM3_DEFAULT_HEAD_DIM = 128  # transformers' InternLM3Config default when a config omits head_dim
 
 
-def _text_config(text: dict[str, Any], tie: bool) -> TextConfig:
+def _internlm3_fields(text: dict[str, Any]) -> dict[str, Any]:
+    """InternLM3 (Llama-shaped): `qkv_bias` biases q/k/v, `bias` o_proj and the MLP (original names; transformers'
+    InternLM3Config calls them `attention_bias` / `mlp_bias` and, running Llama, requires them equal)."""
+    qkv_bias = bool(text.get("qkv_bias", text.get("attention_bias", False)))
+    bias = bool(text.get("bias", text.get("mlp_bias", False)))
+    if qkv_bias != bias:
+        raise ConfigError(f"InternLM3 qkv_bias={qkv_bias} != bias={bias} is not supported (transformers' InternLM3 "
+                          "refuses it too; InternVL3-9B has neither)")
+    head_dim = text.get("head_dim")
+    if head_dim is None:  # transformers assumes 128, the original remote code hidden_size / heads
+        head_dim = text["hidden_size"] // text["num_attention_heads"]
+        if head_dim != INTERNLM3_DEFAULT_HEAD_DIM:
+            raise ConfigError(f"InternLM3 config without head_dim: transformers assumes {INTERNLM3_DEFAULT_HEAD_DIM}, "
+                              f"hidden_size / num_attention_heads is {head_dim}; add head_dim to the llm config")
+    return dict(qkv_bias=qkv_bias, o_mlp_bias=bias, explicit_head_dim=head_dim)
+
+
+def _family_fields(model_type: str, text: dict[str, Any]) -> dict[str, Any]:
+    """The TextConfig fields that tell the LLM families apart."""
+    if model_type == "qwen3":
+        if text.get("attention_bias", False):
+            raise ConfigError("Qwen3 attention_bias=True (q/k/v/o biases) is not supported; InternVL3.5 has none")
+        return dict(qkv_bias=False, qk_norm=True, explicit_head_dim=text.get("head_dim") or QWEN3_DEFAULT_HEAD_DIM)
+    if model_type == "internlm3":
+        return _internlm3_fields(text)
+    if text.get("head_dim") not in (None, text["hidden_size"] // text["num_attention_heads"]):
+        raise ConfigError(f"text head_dim={text['head_dim']} != hidden_size/num_heads is not supported")
+    return dict(qkv_bias=True)
+
+
+def text_config_from_dict(text: dict[str, Any], tie: bool) -> TextConfig:
+    """An LLM config dict (original `llm_config` or transformers `text_config`, any supported family) -> ours."""
     model_type = text.get("model_type", "qwen2")
     arch = (text.get("architectures") or [_LLMS.get(model_type, "Qwen2ForCausalLM")])[0]
     if model_type not in _LLMS or arch != _LLMS[model_type]:
-        raise ConfigError(f"unsupported LLM {text.get('model_type')!r}/{arch!r}: only Qwen2/Qwen2.5 InternVL3 "
-                          "and dense Qwen3 InternVL3.5 models are supported")
+        raise ConfigError(f"unsupported LLM {text.get('model_type')!r}/{arch!r}: only Qwen2/Qwen2.5 InternVL3, "
+                          "dense Qwen3 InternVL3.5 and InternLM3 InternVL3-9B models are supported")
+    if model_type == "qwen3" and text.get("use_sliding_window", False):
+        raise ConfigError("Qwen3 use_sliding_window=True is not supported")
+    if text.get("hidden_act", "silu") != "silu":
+        raise ConfigError(f"unsupported LLM activation {text['hidden_act']!r} (InternVL's LLMs use 'silu')")
     theta, scaling, factor = _rope(text)
-    hidden, heads = text["hidden_size"], text["num_attention_heads"]
-    qwen3 = model_type == "qwen3"
-    if qwen3:
-        if text.get("attention_bias", False):
-            raise ConfigError("Qwen3 attention_bias=True (q/k/v/o biases) is not supported; InternVL3.5 has none")
-        if text.get("use_sliding_window", False):
-            raise ConfigError("Qwen3 use_sliding_window=True is not supported")
-        head_dim = text.get("head_dim") or QWEN3_DEFAULT_HEAD_DIM
-    else:
-        if text.get("head_dim") not in (None, hidden // heads):
-            raise ConfigError(f"text head_dim={text['head_dim']} != hidden_size/num_heads is not supported")
-        head_dim = None
     return TextConfig(
-        vocab_size=text["vocab_size"], hidden_size=hidden, num_layers=text["num_hidden_layers"], num_heads=heads,
-        num_kv_heads=text.get("num_key_value_heads", heads), mlp_dim=text["intermediate_size"], qkv_bias=not qwen3,
+        vocab_size=text["vocab_size"], hidden_size=text["hidden_size"], num_layers=text["num_hidden_layers"],
+        num_heads=text["num_attention_heads"],
+        num_kv_heads=text.get("num_key_value_heads") or text["num_attention_heads"], mlp_dim=text["intermediate_size"],
         rope_theta=theta, rope_scaling=scaling, rope_scaling_factor=factor,
-        rms_norm_eps=text.get("rms_norm_eps", 1e-6),
+        rms_norm_eps=text.get("rms_norm_eps", 1e-5 if model_type == "internlm3" else 1e-6),
         max_position_embeddings=text.get("max_position_embeddings", 32768), tie_word_embeddings=tie,
-        qk_norm=qwen3, explicit_head_dim=head_dim)
+        **_family_fields(model_type, text))
+
+
+def llm_family(t: TextConfig) -> str:
+    """The LLM family (`model_type`) a TextConfig is: qwen2, qwen3 or internlm3. ConfigError for none of them."""
+    if t.qk_norm and not t.qkv_bias and not t.o_mlp_bias:
+        return "qwen3"
+    if not t.qk_norm and t.qkv_bias and not t.o_mlp_bias and t.explicit_head_dim is None:
+        return "qwen2"
+    if not t.qk_norm and t.qkv_bias == t.o_mlp_bias:
+        return "internlm3"
+    raise ConfigError(f"a text config with qk_norm={t.qk_norm}, qkv_bias={t.qkv_bias}, o_mlp_bias={t.o_mlp_bias} "
+                      "is none of Qwen2, Qwen3, InternLM3")
 
 
 def _pair(v) -> tuple[int, int]:
@@ -144,7 +182,7 @@ def config_from_hf(directory: str | Path, qkv_layout: str, image_token_id: int |
     if token_id is None:
         raise ConfigError(f"cannot resolve the <IMG_CONTEXT> token id: not in {path} nor in tokenizer files; "
                           "pass it explicitly (--image_token_id)")
-    text_cfg = _text_config(text, tie)
+    text_cfg = text_config_from_dict(text, tie)
     eos = specials.get("<|im_end|>", text.get("eos_token_id"))
     eos = eos[0] if isinstance(eos, list) else eos
     pad = specials.get("<|endoftext|>", text.get("pad_token_id"))
@@ -161,20 +199,19 @@ def _size(hw: tuple[int, int]):
     return hw[0] if hw[0] == hw[1] else list(hw)
 
 
-def _llm_fields(t: TextConfig) -> dict[str, Any]:
-    """Qwen2 / Qwen3 fields both styles share (the rope fields differ)."""
-    family = "qwen2"
-    if t.qk_norm:  # Qwen3 (InternVL3.5): q/k norm, no biases, its own head_dim
-        if t.qkv_bias:
-            raise ConfigError("a text config with qk_norm and qkv_bias is neither Qwen2 nor Qwen3")
-        family = "qwen3"
-    qwen3 = {"head_dim": t.head_dim, "attention_bias": False} if family == "qwen3" else {}
-    return {"architectures": [_LLMS[family]], "model_type": family, **qwen3, "hidden_size": t.hidden_size,
+def _llm_fields(t: TextConfig, original: bool) -> dict[str, Any]:
+    """Qwen2 / Qwen3 / InternLM3 fields both styles share (the rope fields differ); `original` names InternLM3's
+    biases as its remote code does (qkv_bias / bias), otherwise as transformers (attention_bias / mlp_bias)."""
+    family = llm_family(t)
+    own = {"qwen2": {"use_sliding_window": False},
+           "qwen3": {"head_dim": t.head_dim, "attention_bias": False, "use_sliding_window": False},
+           "internlm3": {"head_dim": t.head_dim, **({"qkv_bias": t.qkv_bias, "bias": t.o_mlp_bias} if original else
+                                                   {"attention_bias": t.qkv_bias, "mlp_bias": t.o_mlp_bias})}}
+    return {"architectures": [_LLMS[family]], "model_type": family, **own[family], "hidden_size": t.hidden_size,
             "intermediate_size": t.mlp_dim, "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
             "num_key_value_heads": t.num_kv_heads, "vocab_size": t.vocab_size,
             "rms_norm_eps": t.rms_norm_eps, "max_position_embeddings": t.max_position_embeddings,
-            "tie_word_embeddings": t.tie_word_embeddings, "hidden_act": "silu", "use_sliding_window": False,
-            "attention_dropout": 0.0}
+            "tie_word_embeddings": t.tie_word_embeddings, "hidden_act": "silu", "attention_dropout": 0.0}
 
 
 def _token_ids(cfg: InternVLConfig) -> dict[str, int]:
@@ -185,7 +222,7 @@ def original_config_dict(cfg: InternVLConfig, torch_dtype: str) -> dict[str, Any
     """OpenGVLab `InternVLChatConfig` config.json (architectures ["InternVLChatModel"], llm_config / vision_config);
     the chat fields (template, dynamic tiling) are InternVL3's."""
     v, t = cfg.vision, cfg.text
-    llm = _llm_fields(t) | {"rope_theta": t.rope_theta, "torch_dtype": torch_dtype, **_token_ids(cfg)}
+    llm = _llm_fields(t, original=True) | {"rope_theta": t.rope_theta, "torch_dtype": torch_dtype, **_token_ids(cfg)}
     if t.rope_scaling != "none":
         llm["rope_scaling"] = {"type": t.rope_scaling, "factor": t.rope_scaling_factor}
     vision = {"architectures": ["InternVisionModel"], "model_type": "intern_vit_6b", "hidden_size": v.hidden_size,
@@ -203,14 +240,21 @@ def original_config_dict(cfg: InternVLConfig, torch_dtype: str) -> dict[str, Any
             "vision_config": vision, "llm_config": llm}
 
 
-def transformers_config_dict(cfg: InternVLConfig, torch_dtype: str) -> dict[str, Any]:
-    """transformers `InternVLConfig` config.json (InternVLForConditionalGeneration), as `save_pretrained` writes it."""
-    v, t = cfg.vision, cfg.text
+def text_config_dict(t: TextConfig) -> dict[str, Any]:
+    """Our TextConfig -> a transformers text config dict (Qwen2Config / Qwen3Config / InternLM3Config fields with
+    `model_type`), as InternVLConfig's `text_config` holds it."""
     rope = {"rope_theta": t.rope_theta, "rope_type": "default" if t.rope_scaling == "none" else t.rope_scaling}
     if t.rope_scaling != "none":
         rope["factor"] = t.rope_scaling_factor
-    text = _llm_fields(t) | {"rope_parameters": rope, **_token_ids(cfg)}
+    text = _llm_fields(t, original=False) | {"rope_parameters": rope}
     del text["architectures"]
+    return text
+
+
+def transformers_config_dict(cfg: InternVLConfig, torch_dtype: str) -> dict[str, Any]:
+    """transformers `InternVLConfig` config.json (InternVLForConditionalGeneration), as `save_pretrained` writes it."""
+    v, t = cfg.vision, cfg.text
+    text = text_config_dict(t) | _token_ids(cfg)
     vision = {"model_type": "internvl_vision", "hidden_size": v.hidden_size, "num_hidden_layers": v.num_layers,
               "num_attention_heads": v.num_heads, "intermediate_size": v.mlp_dim, "image_size": list(v.image_size),
               "patch_size": [v.patch_size, v.patch_size], "num_channels": v.num_channels,

@@ -80,13 +80,15 @@ def _vit_llm_proj(vit: str, layer: str, names: dict, proj: str, llm: str,
               Rule(rf"{LL}input_layernorm\.weight", "llm/layers_{0}/input_norm/scale", "vector"),
               Rule(rf"{LL}post_attention_layernorm\.weight", "llm/layers_{0}/post_attn_norm/scale", "vector"),
               Rule(rf"{LL}self_attn\.o_proj\.weight", "llm/layers_{0}/attn/o/kernel", "linear"),
+              Rule(rf"{LL}self_attn\.o_proj\.bias", "llm/layers_{0}/attn/o/bias", "vector"),  # InternLM3 bias=True
               Rule(rf"{LL}self_attn\.q_norm\.weight", "llm/layers_{0}/attn/q_norm/scale", "vector"),  # Qwen3
               Rule(rf"{LL}self_attn\.k_norm\.weight", "llm/layers_{0}/attn/k_norm/scale", "vector")]
     for x in "qkv":
         rules += [Rule(rf"{LL}self_attn\.{x}_proj\.weight", f"llm/layers_{{0}}/attn/{x}/kernel", "linear"),
                   Rule(rf"{LL}self_attn\.{x}_proj\.bias", f"llm/layers_{{0}}/attn/{x}/bias", "vector")]
     for x in ("gate", "up", "down"):
-        rules.append(Rule(rf"{LL}mlp\.{x}_proj\.weight", f"llm/layers_{{0}}/{x}/kernel", "linear"))
+        rules += [Rule(rf"{LL}mlp\.{x}_proj\.weight", f"llm/layers_{{0}}/{x}/kernel", "linear"),
+                  Rule(rf"{LL}mlp\.{x}_proj\.bias", f"llm/layers_{{0}}/{x}/bias", "vector")]  # InternLM3 bias=True
     return tuple(rules)
 
 

@@ -1,4 +1,4 @@
-"""Architecture configs of the teacher Video LLM (InternViT + pixel shuffle + projector + Qwen2).
+"""Architecture configs of the teacher Video LLM (InternViT + pixel shuffle + projector + Qwen2 / Qwen3 / InternLM3).
 
 Frozen dataclasses are the schema: every architecture value is a field, `validate()` reports every impossible
 value at once (before anything is compiled), and `to_dict`/`from_dict` round-trip through JSON and
@@ -84,10 +84,13 @@ class VisionConfig(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig(ConfigBase):
-    """Qwen2 / Qwen2.5 / Qwen3 (dense) decoder. Defaults are Qwen2.5-7B with InternVL3's 151674-token vocabulary.
+    """Qwen2 / Qwen2.5 / Qwen3 (dense) / InternLM3 decoder. Defaults are Qwen2.5-7B with InternVL3's 151674-token
+    vocabulary.
 
     Qwen3 (InternVL3.5) differs by three fields: `qk_norm=True` (per-head RMSNorm on q and k before RoPE),
-    `qkv_bias=False`, and `explicit_head_dim` (its head width is not hidden_size / num_heads)."""
+    `qkv_bias=False`, and `explicit_head_dim` (its head width is not hidden_size / num_heads).
+    InternLM3 (InternVL3-9B) is Llama-shaped: `qkv_bias == o_mlp_bias` (both False in InternVL3-9B) and an
+    `explicit_head_dim`."""
 
     config_name: ClassVar[str] = "text config"
     vocab_size: int = 151674
@@ -104,7 +107,8 @@ class TextConfig(ConfigBase):
     max_position_embeddings: int = 32768
     tie_word_embeddings: bool = False
     qk_norm: bool = False  # Qwen3: RMSNorm over each head's q and k (width head_dim) before RoPE
-    explicit_head_dim: int | None = None  # None: hidden_size // num_heads (Qwen2); Qwen3 states its own
+    explicit_head_dim: int | None = None  # None: hidden_size // num_heads (Qwen2); Qwen3 / InternLM3 state their own
+    o_mlp_bias: bool = False  # InternLM3 `bias`: biases on the attention output and the MLP's gate / up / down
 
     @property
     def head_dim(self) -> int:

@@ -1,4 +1,4 @@
-"""Qwen2 / Qwen2.5 / Qwen3 (dense) decoder with an explicit, pure-functional KV cache.
+"""Qwen2 / Qwen2.5 / Qwen3 (dense) / InternLM3 decoder with an explicit, pure-functional KV cache.
 
 The cache is a pytree passed in and returned: one {"k", "v"} pair of (B, S, K, H) arrays per layer, where S is
 the cache capacity. `cache_index` is the slot where the current chunk's first token is written.
@@ -45,7 +45,8 @@ def init_kv_cache(cfg: TextConfig, batch: int, capacity: int, dtype=jnp.float32)
 
 
 class DecoderAttention(nn.Module):
-    """Causal GQA with RoPE, q/k/v biases (Qwen2) or per-head q/k RMSNorm before RoPE (Qwen3).
+    """Causal GQA with RoPE, q/k/v biases (Qwen2) or per-head q/k RMSNorm before RoPE (Qwen3); InternLM3 may bias
+    q/k/v and o.
     x (B, L, D) -> (B, L, D), updated layer cache."""
 
     cfg: TextConfig
@@ -73,7 +74,7 @@ class DecoderAttention(nn.Module):
                      "v": jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), at)}
             k, v = cache["k"].astype(self.dtype), cache["v"].astype(self.dtype)
         o = attention(q, k, v, key_valid=key_valid, query_slots=query_slots, implementation=self.attention_impl)
-        out = dense(c.hidden_size, ("heads", "embed"), use_bias=False, dtype=self.dtype, name="o")
+        out = dense(c.hidden_size, ("heads", "embed"), use_bias=c.o_mlp_bias, dtype=self.dtype, name="o")
         return out(o.reshape(b, L, c.num_heads * c.head_dim)), cache
 
 
@@ -89,9 +90,9 @@ class DecoderLayer(nn.Module):
             RMSNorm(c.rms_norm_eps, name="input_norm")(h), cos, sin, key_valid, query_slots, cache, cache_index)
         h = h + a
         m = RMSNorm(c.rms_norm_eps, name="post_attn_norm")(h)
-        gate = dense(c.mlp_dim, ("embed", "mlp"), use_bias=False, dtype=self.dtype, name="gate")(m)
-        up = dense(c.mlp_dim, ("embed", "mlp"), use_bias=False, dtype=self.dtype, name="up")(m)
-        down = dense(c.hidden_size, ("mlp", "embed"), use_bias=False, dtype=self.dtype, name="down")
+        gate = dense(c.mlp_dim, ("embed", "mlp"), use_bias=c.o_mlp_bias, dtype=self.dtype, name="gate")(m)
+        up = dense(c.mlp_dim, ("embed", "mlp"), use_bias=c.o_mlp_bias, dtype=self.dtype, name="up")(m)
+        down = dense(c.hidden_size, ("mlp", "embed"), use_bias=c.o_mlp_bias, dtype=self.dtype, name="down")
         return h + down(jax.nn.silu(gate) * up), cache
 
 

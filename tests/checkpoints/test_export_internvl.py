@@ -1,4 +1,5 @@
-"""Exporting our InternVL checkpoints (InternVL3 / Qwen2 and InternVL3.5 / Qwen3 LLMs) to the PyTorch layouts:
+"""Exporting our InternVL checkpoints (InternVL3 / Qwen2, InternVL3.5 / Qwen3 and InternVL3-9B / InternLM3 LLMs)
+to the PyTorch layouts:
 exact round trips, parity in transformers, refusals.
 
 A tiny random transformers InternVL3 (testing/tiny_internvl.py) is written once per module in both layouts and
@@ -41,8 +42,12 @@ NEW_TOKENS = 4
 # ------------------------------------------------------------------------------------------------ fixtures
 SPECS = {"qwen2": TinySpec(),  # InternVL3
          # InternVL3.5: Qwen3 LLM (q/k norm, no q/k/v bias), head_dim 24 != 64 / 4
-         "qwen3": TinySpec(text_model_type="qwen3", qwen3_head_dim=24, text_hidden=64, text_heads=4, text_kv_heads=2,
-                           seed=3)}
+         "qwen3": TinySpec(text_model_type="qwen3", explicit_head_dim=24, text_hidden=64, text_heads=4, text_kv_heads=2,
+                           seed=3),
+         # InternVL3-9B: InternLM3 LLM, here with biases on q/k/v/o and the MLP, dynamic NTK RoPE
+         "internlm3": TinySpec(text_model_type="internlm3", internlm3_bias=True, explicit_head_dim=16,
+                               text_hidden=64, text_heads=4, text_kv_heads=2, rope_dynamic_factor=6.0,
+                               rms_norm_eps=1e-5, seed=5)}
 
 
 @pytest.fixture(scope="module", params=list(SPECS))

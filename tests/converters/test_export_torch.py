@@ -5,6 +5,7 @@ Tiny random fp32 models; the student has non-identity temporal convs and two dow
 temporal table (linear resize). Parity errors are max|torch - jax| / max|jax|, recorded with record_property.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import liteframe_jax as lf
 from configs import internvl3_tiny
 from configs.common import model_from_config
 from converters.export_torch import export_liteframe
-from converters.liteframe_torch_layout import import_exported, text_to_qwen2
+from converters.liteframe_torch_layout import import_exported, text_to_hf
 from liteframe_jax.checkpoints import store
 from liteframe_jax.checkpoints.liteframe_store import load_liteframe, save_liteframe
 from liteframe_jax.models.config import DownsampleStage, StudentConfig
@@ -326,8 +327,55 @@ def test_cli_help_and_errors(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_qwen3_llm_is_refused_by_the_full_export_with_a_clear_message():
+def _family_teacher(llm: str):
+    """The tiny teacher with a Qwen3 LLM, or an InternLM3 LLM with its biases on (q/k/v/o and the MLP)."""
+    t = model_from_config(internvl3_tiny.get_config(f"llm={llm}"))
+    return t.replace(text=dataclasses.replace(t.text, qkv_bias=True, o_mlp_bias=True)) if llm == "internlm3" else t
+
+
+@pytest.fixture(scope="module", params=["qwen3", "internlm3"])
+def family(request, tmp_path_factory):
+    """A LiteFrame model whose LLM is InternVL3.5's Qwen3 or InternVL3-9B's InternLM3, exported and reloaded."""
+    root = tmp_path_factory.mktemp(f"family-{request.param}")
+    cfg = LiteFrameConfig(_student(), _family_teacher(request.param)).validate()
+    save_liteframe(root / "ck", cfg, _init(cfg, with_llm=True, seed=3), stage="lma")
+    export_liteframe(root / "ck", root / "out", verbose=False)
+    model = transformers.AutoModelForCausalLM.from_pretrained(root / "out", trust_remote_code=True).eval()
+    return dict(name=request.param, root=root, cfg=cfg, torch=model, jax=lf.load(root / "ck"))
+
+
+def test_qwen3_and_internlm3_llms_export_to_transformers_own_classes(family, record_property):
+    """The exported model runs transformers' Qwen3ForCausalLM / LlamaForCausalLM (InternLM3) and matches JAX:
+    left-padded logits (max rel err <= 1e-5) and greedy tokens."""
+    cfg, model, jm = family["cfg"], family["torch"], family["jax"]
+    assert type(model.language_model).__name__ == {"qwen3": "Qwen3ForCausalLM",
+                                                   "internlm3": "LlamaForCausalLM"}[family["name"]]
+    text_config = json.loads((family["root"] / "out" / "config.json").read_text())["text_config"]
+    assert text_config["model_type"] == family["name"]
+    ids, mask = _padded_batch(cfg)
+    pixels = _pixels(FRAMES)
+    want = np.asarray(jm.logits(ids, pixels, attention_mask=mask))
+    with torch.no_grad():
+        got = model(input_ids=torch.from_numpy(ids), pixel_values=_torch_pixels(pixels),
+                    attention_mask=torch.from_numpy(mask)).logits.numpy()
+    real = mask.astype(bool)
+    err = _rel(got[real], want[real])
+    record_property(f"export_{family['name']}_padded_logits_rel_err", err)
+    assert err <= TOL
+    want = jm.generate(ids, pixels, max_new_tokens=8, attention_mask=mask)
+    np.testing.assert_array_equal(_torch_generate(model, ids, pixels, mask), want)
+
+
+def test_qwen3_and_internlm3_exports_round_trip_exactly(family):
+    cfg, params, with_llm = import_exported(family["root"] / "out")
+    want_cfg, want, _ = load_liteframe(family["root"] / "ck")
+    assert with_llm and cfg == want_cfg == family["cfg"]
+    jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, want))
+
+
+def test_text_configs_map_to_their_transformers_family():
+    for llm in ("qwen2", "qwen3", "internlm3"):
+        assert text_to_hf(model_from_config(internvl3_tiny.get_config(f"llm={llm}")).text)["model_type"] == llm
     text = model_from_config(internvl3_tiny.get_config("llm=qwen3")).text
-    with pytest.raises(ValueError, match="Qwen3 LLM .InternVL3.5 teacher. is not supported by the PyTorch LiteFrame"):
-        text_to_qwen2(text)
-    assert text_to_qwen2(model_from_config(internvl3_tiny.get_config()).text)["model_type"] == "qwen2"
+    with pytest.raises(ValueError, match="the LLM cannot be exported: a text config with qk_norm=True, qkv_bias=True"):
+        text_to_hf(dataclasses.replace(text, qkv_bias=True))

@@ -82,15 +82,18 @@ def test_vision_matmul_flops_equal_the_lowered_program(name, plan):
             assert flops.lowered_matmul_flops(text) == pytest.approx(expected, rel=1e-9), (pipeline, frames)
 
 
-@pytest.mark.parametrize("tied, qwen3", [(False, False), (True, False), (False, True)])
-def test_prefill_matmul_flops_equal_the_lowered_program(tied, qwen3):
-    """qwen3: an InternVL3.5-style LLM, whose head_dim (here width / heads + 8) sets the q/k/v/o widths."""
+@pytest.mark.parametrize("tied, family", [(False, "qwen2"), (True, "qwen2"), (False, "qwen3"), (False, "internlm3")])
+def test_prefill_matmul_flops_equal_the_lowered_program(tied, family):
+    """qwen3: an InternVL3.5-style LLM, whose head_dim (here width / heads + 8) sets the q/k/v/o widths;
+    internlm3: an InternVL3-9B-style LLM, here with biases on q/k/v/o and the MLP (no matmuls) and head_dim + 4."""
     plan = _plan()
     text = plan.teacher.text
     if tied:
         text = dataclasses.replace(text, tie_word_embeddings=True)
-    if qwen3:
+    if family == "qwen3":
         text = dataclasses.replace(text, qk_norm=True, qkv_bias=False, explicit_head_dim=text.head_dim + 8)
+    if family == "internlm3":
+        text = dataclasses.replace(text, qkv_bias=True, o_mlp_bias=True, explicit_head_dim=text.head_dim + 4)
     plan = dataclasses.replace(plan, teacher=plan.teacher.replace(text=text))
     for pipeline in ("teacher", "student"):
         args = _prefill_args(plan, pipeline, 4)

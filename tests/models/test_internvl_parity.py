@@ -1,7 +1,8 @@
 """The JAX InternVL3 / InternVL3.5 computes the same function as transformers' InternVLForConditionalGeneration.
 
 InternVL3 specs use a Qwen2 LLM; the `qwen3*` specs use a Qwen3 LLM as InternVL3.5 does (per-head q/k RMSNorm,
-no q/k/v bias, head_dim independent of hidden_size / num_heads).
+no q/k/v bias, head_dim independent of hidden_size / num_heads); the `internlm3*` specs an InternLM3 LLM as
+InternVL3-9B does (Llama-shaped: no biases, or biases on q/k/v/o and the MLP).
 
 Tiny random references (perturbed so layer scales, CLS and position tables are non-trivial) are written to disk
 in each key layout, imported through the real converter path, and compared in fp32: InternViT features, projector
@@ -32,12 +33,22 @@ SPECS = {
     "qknorm": TinySpec(use_qk_norm=True, vision_heads=2, text_hidden=32, text_heads=2, text_kv_heads=2,
                        text_mlp=64, seed=2),
     # InternVL3.5: Qwen3 LLM, head_dim 24 != 64 / 4, GQA 4 q / 2 kv heads.
-    "qwen3": TinySpec(text_model_type="qwen3", qwen3_head_dim=24, text_hidden=64, text_heads=4, text_kv_heads=2,
+    "qwen3": TinySpec(text_model_type="qwen3", explicit_head_dim=24, text_hidden=64, text_heads=4, text_kv_heads=2,
                       text_mlp=128, seed=3),
     # Qwen3 LLM with head_dim 16 > 48 / 6, MQA (1 kv head), 3 layers; qk-norm ViT, 84 px, second-to-last block.
-    "qwen3_mqa": TinySpec(text_model_type="qwen3", qwen3_head_dim=16, text_hidden=48, text_heads=6, text_kv_heads=1,
+    "qwen3_mqa": TinySpec(text_model_type="qwen3", explicit_head_dim=16, text_hidden=48, text_heads=6, text_kv_heads=1,
                           text_layers=3, text_mlp=96, vocab_size=256, rope_theta=10000.0, use_qk_norm=True,
                           vision_heads=2, image_size=84, vision_feature_layer=-2, seed=4),
+    # InternVL3-9B: InternLM3 LLM (run by transformers as Llama), no biases, head_dim 16 = 64 / 4, GQA 4 q / 2 kv
+    # heads, dynamic NTK RoPE (factor 6, as InternLM3-8B; no change below max_position_embeddings), eps 1e-5.
+    "internlm3": TinySpec(text_model_type="internlm3", explicit_head_dim=16, text_hidden=64, text_heads=4,
+                          text_kv_heads=2, text_mlp=128, rope_theta=5e7, rope_dynamic_factor=6.0, rms_norm_eps=1e-5,
+                          seed=5),
+    # InternLM3 with biases on q/k/v/o and the MLP, head_dim 24 != 48 / 4, MQA, 3 layers; qk-norm ViT, 84 px.
+    "internlm3_bias": TinySpec(text_model_type="internlm3", internlm3_bias=True, explicit_head_dim=24,
+                               text_hidden=48, text_heads=4, text_kv_heads=1, text_layers=3, text_mlp=96,
+                               vocab_size=256, rope_theta=10000.0, use_qk_norm=True, vision_heads=2, image_size=84,
+                               vision_feature_layer=-2, seed=6),
 }
 LAYOUTS = ("original", "hf", "hf_runtime")
 
@@ -77,7 +88,9 @@ def test_outputs_match_transformers(reference, layout, record_property):
     model = lf.load(dirs[layout])
     assert model.config.vision.qkv_layout == ("fused" if layout == "original" else "split")
     text = model.config.text
-    assert (text.qk_norm, text.qkv_bias) == ((True, False) if spec.text_model_type == "qwen3" else (False, True))
+    qkv_bias = {"qwen2": True, "qwen3": False, "internlm3": spec.internlm3_bias}[spec.text_model_type]
+    assert (text.qk_norm, text.qkv_bias) == (spec.text_model_type == "qwen3", qkv_bias)
+    assert text.o_mlp_bias == spec.internlm3_bias
     assert text.head_dim == spec.text_head_dim
     for case, (inputs, ref) in refs.items():
         pixels = nhwc(inputs.pixel_values)
@@ -115,13 +128,14 @@ def test_parity_check_detects_a_wrong_weight(reference):
 
 def test_parity_check_detects_a_wrong_llm_attention_weight(reference):
     """The logits comparison is sensitive to the LLM attention's own tensors: a 1% error in the first layer's
-    query RMSNorm scale (Qwen3) or query bias (Qwen2) breaks logits parity."""
+    query RMSNorm scale (Qwen3), query bias (Qwen2), output bias (InternLM3 with biases) or output kernel breaks
+    logits parity."""
     name, spec, refs, dirs = reference
     model = lf.load(dirs["hf"])
     inputs, ref = refs["native"]
     attn = model.params["llm"]["layers_0"]["attn"]
-    tensor = "q_norm" if spec.text_model_type == "qwen3" else "q"
-    leaf = "scale" if tensor == "q_norm" else "bias"
+    tensor, leaf = {"qwen2": ("q", "bias"), "qwen3": ("q_norm", "scale"),
+                    "internlm3": ("o", "bias" if spec.internlm3_bias else "kernel")}[spec.text_model_type]
     attn = {**attn, tensor: {**attn[tensor], leaf: attn[tensor][leaf] * 1.01}}
     layer = {**model.params["llm"]["layers_0"], "attn": attn}
     params = {**model.params, "llm": {**model.params["llm"], "layers_0": layer}}

@@ -91,7 +91,7 @@ def test_build_is_deterministic_and_nontrivial(model):
 
 
 def test_key_mapping_roundtrip_and_counts():
-    qwen3 = ti.TinySpec(text_model_type="qwen3", qwen3_head_dim=20, text_hidden=64, text_heads=4, text_kv_heads=2)
+    qwen3 = ti.TinySpec(text_model_type="qwen3", explicit_head_dim=20, text_hidden=64, text_heads=4, text_kv_heads=2)
     for spec in (SPEC, ti.TinySpec(use_qk_norm=True, vision_layers=3, text_layers=1), qwen3):
         m = ti.build_reference(spec)
         sd = _state(m)
