@@ -1,12 +1,16 @@
 """Video decoding speed: sequential decoding vs seeking vs the automatic choice, on videos this script makes.
 
-    python -m experiments.video_io [--minutes 0.5,5] [--codecs h264,hevc,vp9] [--gop 120] [--frames 16,64,512]
+    python -m experiments.video_io [--minutes 0.25,5,60] [--codecs h264,hevc,vp9] [--gop 120] [--frames 16,64,512]
         [--size 854x480] [--repeats 3] [--video_dir DIR] [--out FILE.json] [--store [--store_size 448]]
+        [--lma_frames 64] [--accel_tflops 989 --mfu 0.4]
 
 Makes one test video per (length, codec) in --video_dir (kept and reused: encoding a long video takes minutes):
 a textured, slowly panning background with moving shapes and sensor noise at --size and 30 fps, keyframes every
---gop frames, B-frames where the codec has them. For each video and each frame count T it samples T frames with
-InternVL's segment-middle rule and times, with one decode thread (per-core numbers), decoding them:
+--gop frames, B-frames where the codec has them. Videos longer than SEGMENT_MINUTES are that segment's packets
+repeated (remuxed with shifted timestamps, not re-encoded, so an hour takes seconds; --gop must divide the
+segment's frame count so that every join is a keyframe; H.264 and VP9): same codec, size, GOP and decode cost
+per frame. For each video and each frame count T it samples T frames with InternVL's segment-middle rule and
+times, with one decode thread (per-core numbers), decoding them:
   sequential  from the start to the last wanted frame;
   seek        to the keyframe before each wanted frame (the frame index is built from the packets first, and that
               time is included: the first sample of a video pays it);
@@ -20,7 +24,9 @@ frames stored resized (`store_resized`) and native JPEG (`store_jpeg`), with eac
 raw stores must give the decoded clip bit for bit. The store is read warm (page cache): disk reads are not timed.
 Frames are checked identical between the methods. It reports seconds per clip and clips/s per core, and how many
 CPU cores one accelerator needs to keep the CTD step fed at a stated rate (--accel_tflops x --mfu against the
-step's analytic FLOPs per clip, experiments/flops.py, for configs/ctd.py:8b).
+step's analytic FLOPs per clip, experiments/flops.py: CTD of configs/ctd.py:8b at 16 frames; LMA of the 87M student
+and InternVL3-8B's LLM at --lma_frames, the projector and the LLM trained, in the prompt layout of
+configs/latency.py:size=real).
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ CODECS = {"h264": ("libx264", "mp4", {"preset": "ultrafast", "bf": "2", "x264-pa
           "vp9": ("libvpx-vp9", "webm", {"deadline": "realtime", "cpu-used": "8"}),
           "av1": ("libsvtav1", "mkv", {"preset": "12"})}
 FPS = 30
+SEGMENT_MINUTES = 5.0
+REPEATABLE = ("h264", "vp9")  # closed GOPs: a copy of the segment after another decodes as it does alone
 
 
 def scene(t: int, h: int, w: int, base: np.ndarray) -> np.ndarray:
@@ -62,9 +70,21 @@ def scene(t: int, h: int, w: int, base: np.ndarray) -> np.ndarray:
 
 
 def make_video(path: Path, minutes: float, codec: str, gop: int, size: tuple[int, int], log=print) -> Path:
-    """Writes the test video unless it exists; returns its path."""
+    """Writes the test video unless it exists (longer than SEGMENT_MINUTES: by repeating the segment, made first
+    beside it); returns its path."""
     if path.exists():
         return path
+    if minutes > SEGMENT_MINUTES:
+        copies = round(minutes / SEGMENT_MINUTES)
+        if codec not in REPEATABLE:
+            raise ValueError(f"videos over {SEGMENT_MINUTES:g} minutes are made for {REPEATABLE} only (their streams "
+                             f"join at a keyframe), got {codec}")
+        if abs(copies * SEGMENT_MINUTES - minutes) > 1e-9 or int(SEGMENT_MINUTES * 60 * FPS) % gop:
+            raise ValueError(f"videos over {SEGMENT_MINUTES:g} minutes repeat a {SEGMENT_MINUTES:g}-minute segment: "
+                             f"minutes must be a multiple of it and --gop must divide its "
+                             f"{int(SEGMENT_MINUTES * 60 * FPS)} frames, got {minutes:g} and {gop}")
+        segment = path.with_name(path.name.replace(f"_{minutes:g}min_", f"_{SEGMENT_MINUTES:g}min_"))
+        return repeat_video(make_video(segment, SEGMENT_MINUTES, codec, gop, size, log), path, copies, log)
     encoder, _, options = CODECS[codec]
     h, w = size
     y, x = np.mgrid[0:h, 0:2 * w]
@@ -85,6 +105,26 @@ def make_video(path: Path, minutes: float, codec: str, gop: int, size: tuple[int
     tmp.rename(path)
     log(f"[video_io] wrote {path.name}: {n} frames in {time.perf_counter() - t0:.0f} s, "
         f"{path.stat().st_size / 2**20:.1f} MiB")
+    return path
+
+
+def repeat_video(source: Path, path: Path, copies: int, log=print) -> Path:
+    """Writes `copies` times the video stream of `source` one after the other into `path` (same container kind),
+    packets copied with their timestamps shifted by the source's duration; returns `path`."""
+    tmp = path.with_name(path.stem + ".partial" + path.suffix)
+    with av.open(str(source)) as inp, av.open(str(tmp), "w") as out:
+        src = inp.streams.video[0]
+        packets = [p for p in inp.demux(src) if p.dts is not None]
+        stamps = [(p.pts, p.dts) for p in packets]  # muxing rebases a packet's timestamps in place
+        span = max(p.pts + p.duration for p in packets) - min(pts for pts, _ in stamps)
+        stream = out.add_stream_from_template(src)
+        for k in range(copies):
+            for p, (pts, dts) in zip(packets, stamps):
+                p.time_base, p.stream = src.time_base, stream
+                p.pts, p.dts = pts + k * span, dts + k * span
+                out.mux(p)
+    tmp.rename(path)
+    log(f"[video_io] wrote {path.name}: {copies} x {source.name}, {path.stat().st_size / 2**20:.1f} MiB")
     return path
 
 
@@ -169,6 +209,23 @@ def cores_needed(clips_per_core: float, accel_tflops: float, mfu: float, frames:
             "cores": clips_per_s / clips_per_core if clips_per_core > 0 else None}
 
 
+def lma_cores_needed(clips_per_core: float, accel_tflops: float, mfu: float, frames: int = 64) -> dict:
+    """CPU cores per accelerator for an LMA step of the 87M student (frozen: forward only) with InternVL3-8B's
+    projector and LLM trained (forward + backward = 3x the forward over the whole prompt, LM head on every
+    position), at `frames` frames per clip in the prompt layout of configs/latency.py:size=real."""
+    from configs import latency as latency_config
+    from experiments import latency
+
+    plan = latency.validate(latency_config.get_config("size=real"))
+    vision = flops.student_vision(plan.student, frames)
+    length = latency.llm_length(plan, *latency.layout(plan, "student", frames))
+    per_clip = (vision["encoder"] + 3 * vision["projector"]
+                + 3 * flops.qwen2_prefill(plan.teacher.text, length, last_only=False)["total"])
+    clips_per_s = accel_tflops * 1e12 * mfu / per_clip
+    return {"frames": frames, "llm_tokens": length, "flops_per_clip": per_clip,
+            "accelerator_clips_per_s": clips_per_s, "cores": clips_per_s / clips_per_core}
+
+
 def main(argv):
     del argv
     f = flags.FLAGS
@@ -226,25 +283,30 @@ def main(argv):
                       f"({row['speedup_auto_vs_sequential']:.1f}x)"
                       + (f", decord {row['decord']:.2f} s" if row["decord"] is not None else ", decord not installed"),
                       flush=True)
-    feed = None
-    at_16 = [r for r in rows if r["frames"] == 16]
-    if at_16:
-        slowest = max(at_16, key=lambda r: r["auto"])
-        feed = cores_needed(1.0 / slowest["auto"], f.accel_tflops, f.mfu)
-        feed["from"] = {k: slowest[k] for k in ("codec", "minutes", "frames")}
-        print(f"[video_io] CTD at {f.accel_tflops:g} TFLOP/s x MFU {f.mfu:g}: {feed['accelerator_clips_per_s']:.0f} "
-              f"clips/s of 16 frames per accelerator; at {1.0 / slowest['auto']:.2f} clips/s per core "
-              f"({slowest['codec']}, {slowest['minutes']:g} min) that is {feed['cores']:.0f} cores", flush=True)
+    feed = {}
+    for step, frames, estimate in (("ctd", 16, cores_needed), ("lma", f.lma_frames, lma_cores_needed)):
+        at = [r for r in rows if r["frames"] == frames]
+        if not at:
+            continue
+        slowest = max(at, key=lambda r: r["auto"])
+        feed[step] = estimate(1.0 / slowest["auto"], f.accel_tflops, f.mfu, frames=frames)
+        feed[step]["from"] = {k: slowest[k] for k in ("codec", "minutes", "frames")}
+        print(f"[video_io] {step.upper()} at {f.accel_tflops:g} TFLOP/s x MFU {f.mfu:g}: "
+              f"{feed[step]['accelerator_clips_per_s']:.1f} clips/s of {frames} frames per accelerator; at "
+              f"{1.0 / slowest['auto']:.2f} clips/s per core decoding ({slowest['codec']}, {slowest['minutes']:g} "
+              f"min) that is {feed[step]['cores']:.1f} cores", flush=True)
     if f.out:
         Path(f.out).write_text(json.dumps({"rows": rows, "feed": feed}, indent=1) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    flags.DEFINE_list("minutes", ["0.5", "5"], "Video lengths in minutes.")
+    flags.DEFINE_list("minutes", ["0.25", "5", "60"], "Video lengths in minutes (over 5: the 5-minute video "
+                      "repeated, h264/vp9).")
     flags.DEFINE_list("codecs", ["h264"], "Codecs: " + ", ".join(CODECS))
     flags.DEFINE_integer("gop", 120, "Frames between keyframes.")
-    flags.DEFINE_list("frames", ["16", "64"], "Frames sampled per clip (segment-middle rule).")
+    flags.DEFINE_list("frames", ["16", "64", "512"], "Frames sampled per clip (segment-middle rule).")
+    flags.DEFINE_integer("lma_frames", 64, "Frames per clip of the LMA step in the feeding estimate.")
     flags.DEFINE_string("size", "854x480", "Video size WIDTHxHEIGHT.")
     flags.DEFINE_integer("repeats", 3, "Timed runs per method (median).")
     flags.DEFINE_string("video_dir", "runs/video_io", "Where the test videos are made and kept.")

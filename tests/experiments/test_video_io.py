@@ -46,3 +46,30 @@ def test_the_loader_is_timed_decoding_and_reading_each_store_with_identical_raw_
     assert 0 < row["store_jpeg_max_abs_diff"] < 1  # normalized units: lossy, but close
     assert row["store_native_bytes_per_clip"] > 4 * 48 * 64 * 3 > row["store_jpeg_bytes_per_clip"]
     assert 4 * 32 * 32 * 3 < row["store_resized_bytes_per_clip"] < 4 * 48 * 64 * 3
+
+
+def test_a_long_video_repeats_the_segment_frame_for_frame(tmp_path, monkeypatch):
+    monkeypatch.setattr(video_io, "SEGMENT_MINUTES", 0.05)  # 90 frames
+    long = video_io.make_video(tmp_path / "h264_0.15min_gop30_48x64.mp4", minutes=0.15, codec="h264", gop=30,
+                               size=(48, 64), log=lambda _: None)
+    segment = tmp_path / "h264_0.05min_gop30_48x64.mp4"
+    assert segment.exists() and video.probe_video(long).num_frames == 270
+    assert video.frame_index(long).keyframes == tuple(range(0, 270, 30))
+    idx = np.array([0, 89, 90, 91, 179, 180, 269])
+    frames = video.decode_frames(long, idx, size=None, method="sequential")
+    np.testing.assert_array_equal(frames, video.decode_frames(long, idx, size=None, method="seek"))
+    np.testing.assert_array_equal(frames, video.decode_frames(segment, idx % 90, size=None, method="sequential"))
+
+
+@pytest.mark.parametrize("minutes, codec, gop", [(0.12, "h264", 30), (0.15, "h264", 40), (0.15, "hevc", 30)])
+def test_a_long_video_that_cannot_repeat_its_segment_is_refused(tmp_path, monkeypatch, minutes, codec, gop):
+    monkeypatch.setattr(video_io, "SEGMENT_MINUTES", 0.05)
+    with pytest.raises(ValueError, match="minutes"):
+        video_io.make_video(tmp_path / f"x.{video_io.CODECS[codec][1]}", minutes, codec, gop, (48, 64))
+
+
+def test_lma_cores_scale_with_the_rate_and_the_frames():
+    base = video_io.lma_cores_needed(clips_per_core=1.0, accel_tflops=100.0, mfu=0.5, frames=64)
+    assert video_io.lma_cores_needed(1.0, 200.0, 0.5, frames=64)["cores"] == pytest.approx(2 * base["cores"])
+    longer = video_io.lma_cores_needed(1.0, 100.0, 0.5, frames=256)
+    assert longer["llm_tokens"] > base["llm_tokens"] and longer["flops_per_clip"] > base["flops_per_clip"]
