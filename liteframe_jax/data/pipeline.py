@@ -686,7 +686,12 @@ def _check_store(cfg: DataConfig, examples: Examples, augment: bool) -> None:
     """DataError unless the frame store cfg.frame_store was extracted from this config's examples and sampling,
     from the source files as they are now, at a frame size that serves the config (and its augmentation)."""
     from liteframe_jax.data.frame_store import FrameStore, FrameStoreError
+    from liteframe_jax.data.qa_store import INDEX_FILE
 
+    if os.path.isfile(os.path.join(cfg.frame_store, INDEX_FILE)):
+        raise DataError(f"data.frame_store {cfg.frame_store!r} is a QA frame store directory (an LMA config's); CTD "
+                        "reads a single frame store: extract one with `experiments.extract_frames --config "
+                        "configs/ctd.py`")
     try:
         store = FrameStore(cfg.frame_store)
     except FrameStoreError as e:

@@ -11,7 +11,7 @@ from liteframe_jax.data import extract as extract_module
 from liteframe_jax.data.extract import extract_frame_store, extract_qa_frame_stores
 from liteframe_jax.data.frame_store import FrameStore, FrameStoreError, StoredSkip
 from liteframe_jax.data.frames import moving_square_clip
-from liteframe_jax.data.pipeline import DataConfig, DataError
+from liteframe_jax.data.pipeline import DataConfig, DataError, build_dataset
 from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig, build_qa_dataset, record_clip
 from liteframe_jax.data.qa_store import qa_clips, store_path, stored_clips
 from liteframe_jax.data.tokenizer import load_tokenizer, save_tiny_tokenizer
@@ -151,6 +151,10 @@ def test_missing_foreign_and_ctd_stores_are_refused(data, tmp_path):
     extract_frame_store(DataConfig(synthetic_videos=2, num_frames=4), str(tmp_path / "ctd"), progress=False)
     with pytest.raises(DataError, match="is a single frame store .*extract one with"):
         stored_clips(tmp_path / "ctd", clips, train, QA)
+    qa_store = tmp_path / "qa"
+    extract_qa_frame_stores([train, evaluate], QA, [4], str(qa_store), progress=False)
+    with pytest.raises(DataError, match="is a QA frame store directory .*CTD reads a single frame store"):
+        build_dataset(DataConfig(synthetic_videos=2, num_frames=4, frame_store=str(qa_store)), "train", 1)
 
 
 def test_an_interrupted_extraction_leaves_nothing_and_keeps_an_existing_store(data, tmp_path, monkeypatch):
