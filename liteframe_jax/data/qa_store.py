@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from liteframe_jax.data.frame_store import FrameStore, FrameStoreError
+from liteframe_jax.data.frame_store import METADATA_FILE, FrameStore, FrameStoreError
 from liteframe_jax.data.pipeline import DataError, refuse_changed_sources
 from liteframe_jax.data.video_qa import QARecord
 
@@ -104,7 +104,7 @@ def read_index(root) -> dict:
     root = os.path.abspath(os.fspath(root))
     index = os.path.join(root, INDEX_FILE)
     if not os.path.isfile(index):
-        if os.path.isfile(os.path.join(root, "store.json")):
+        if os.path.isfile(os.path.join(root, METADATA_FILE)):
             raise DataError(f"data.frame_store {root!r} is a single frame store (a CTD config's); LMA reads a QA "
                             "store directory: extract one with `experiments.extract_frames --config configs/lma.py`")
         if os.path.isdir(root):
