@@ -7,6 +7,9 @@ encoder: "student" (LiteFrame; student.checkpoint = the CTD run's DIR/student), 
 trainable: "+"-joined groups from projector, lora, llm, student, e.g. projector+lora (student at
   optim_student_lr when > 0).
 curriculum: "FRAMES:STEPS,FRAMES:STEPS,..." e.g. "64:2000,256:2000,512:1000"; total steps = the sum.
+data.frame_store: a QA store directory (python -m experiments.extract_frames --config configs/lma.py ... --out DIR)
+  holding every curriculum frame count: frames are read there instead of decoded (same batches); a store that
+  does not match the records, a frame count or the sampling is refused before compiling.
 variant=tiny (default): tiny random teacher (unless teacher.checkpoint), the built-in tiny tokenizer, the embedded
   synthetic video-QA benchmark; minutes on a CPU. variant=8b: teacher.checkpoint and data.train_file required.
 """
@@ -55,6 +58,7 @@ def get_config(arg: str | None = None):
     c.data.sampling = "segment"
     c.data.fps = 1.0
     c.data.decode_threads = 1
+    c.data.frame_store = ""  # QA store directory (experiments.extract_frames) to read frames from; "" = decode
     c.data.system_message = "" if tiny else "default"  # "default": InternVL's; "": no system turn; else the text
     c.data.answer_format = "letter"  # "text": reply with the right option's text (evaluate --method loglik_text)
     c.data.synthetic_benchmark = "shapes"  # or "events": 128-frame clips with brief, sparse events

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -551,6 +552,17 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+def _to_iter(ds: grain.MapDataset, num_workers: int) -> grain.IterDataset:
+    """`ds` read by up to 4 threads of this process, or (num_workers > 0) prefetched by grain worker processes."""
+    threads = 1 if num_workers else max(1, min(4, os.cpu_count() or 1))
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(threads, 4)))
+    if num_workers:
+        _ensure_absl_flags_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2),
+                                  worker_init_fn=_worker_init)
+    return it_ds
+
+
 def build_dataset(cfg: DataConfig, split: str, batch_size: int, process_index: int = 0, process_count: int = 1,
                   augment: bool = True, cache: str | None = None,
                   drop_remainder: bool = True) -> tuple[grain.IterDataset, SkipStats]:
@@ -607,55 +619,52 @@ def build_dataset(cfg: DataConfig, split: str, batch_size: int, process_index: i
     ds = ds.random_map(ClipLoader(cfg, examples, augment, None if cache is None else os.fspath(cache)),
                        seed=(cfg.seed + 1) % 2**32)
     ds = ds[process_index::process_count]
-    threads = 1 if cfg.num_workers else max(1, min(4, os.cpu_count() or 1))
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(threads, 4)))
-    if cfg.num_workers:
-        _ensure_absl_flags_parsed()
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
-                                                               per_worker_buffer_size=2),
-                                  worker_init_fn=_worker_init)
+    it_ds = _to_iter(ds, cfg.num_workers)
     stats = SkipStats()
     it_ds = it_ds.filter(DropSkipped(stats, limit=min(cfg.max_initial_failures, per_process)))
     return it_ds.batch(batch_size, drop_remainder=drop_remainder), stats
 
 
 class _StoreExample(grain.transforms.Map):
-    """Global example index -> {"index", "frames" uint8 (T, H, W, 3), "frame_indices" int64 (T,), "source"
-    int64 (2,)} or {"index", "skipped": reason, "source"}: what a frame store holds of the example."""
+    """Example index -> {"index", "frames" uint8 (T, H, W, 3), "frame_indices" int64 (T,), "source" int64 (2,)}
+    or {"index", "skipped": reason, "source"}: what a frame store holds of the example. read(index) -> (native
+    frames, frame indices); `errors`: what it raises for an unreadable example."""
 
-    def __init__(self, cfg: DataConfig, examples: Examples, frame_size):
-        self.cfg, self.examples, self.frame_size = cfg, examples, frame_size
+    def __init__(self, read, paths, frame_size, errors):
+        self.read, self.paths, self.frame_size, self.errors = read, paths, frame_size, errors
 
     def map(self, element) -> dict:
         from liteframe_jax.data.frame_store import source_stamp
 
         index = int(element)
-        source = np.asarray(source_stamp(self.examples.paths[index]), np.int64)  # stamped before decoding
+        source = np.asarray(source_stamp(self.paths[index]), np.int64)  # stamped before decoding
         try:
-            frames, frame_indices = native_clip(self.cfg, self.examples, index)
-        except (VideoDecodeError, ValueError) as e:
+            frames, frame_indices = self.read(index)
+        except self.errors as e:
             return {"index": np.int64(index), "skipped": skip_reason(e), "source": source}
         if self.frame_size != "native":
             frames = crop_resize(frames, tuple(self.frame_size))
         return {"index": np.int64(index), "frames": frames, "frame_indices": frame_indices, "source": source}
 
 
+def store_stream(read, paths, frame_size, num_workers: int = 0,
+                 errors: tuple[type[Exception], ...] = (VideoDecodeError, ValueError)) -> grain.IterDataset:
+    """Examples 0 .. len(paths) - 1 in order, as a frame store holds them (see `_StoreExample`): read(index) ->
+    (uint8 frames (T, H0, W0, 3), int64 (T,) frame indices) at native size (picklable), paths[index] the file
+    stamped as its source ("" = none); kept at native size (frame_size="native") or resized to frame_size=(h, w)
+    as the pipelines resize, never augmented; `num_workers` grain processes decode in parallel."""
+    ds = grain.MapDataset.source(np.arange(len(paths), dtype=np.int64))
+    ds = ds.map(_StoreExample(read, tuple(paths), frame_size, errors))
+    return _to_iter(ds, num_workers)
+
+
 def store_examples(cfg: DataConfig, frame_size, examples: Examples | None = None) -> grain.IterDataset:
-    """Every example of `cfg` in global index order, as a frame store holds it (see `_StoreExample`): decoded as
-    the pipeline decodes, at native size (frame_size="native") or resized to frame_size=(h, w) as the pipeline
-    resizes, never augmented; cfg.num_workers grain processes decode in parallel. What
+    """Every example of `cfg` in global index order, as a frame store holds it (`store_stream`): decoded as
+    the pipeline decodes (`native_clip`), cfg.num_workers grain processes in parallel. What
     experiments.extract_frames writes."""
     examples = load_examples(cfg) if examples is None else examples
-    ds = grain.MapDataset.source(np.arange(len(examples), dtype=np.int64))
-    ds = ds.map(_StoreExample(cfg.replace(frame_store=""), examples, frame_size))
-    threads = 1 if cfg.num_workers else max(1, min(4, os.cpu_count() or 1))
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(threads, 4)))
-    if cfg.num_workers:
-        _ensure_absl_flags_parsed()
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
-                                                               per_worker_buffer_size=2),
-                                  worker_init_fn=_worker_init)
-    return it_ds
+    read = functools.partial(native_clip, cfg.replace(frame_store=""), examples)
+    return store_stream(read, examples.paths, frame_size, cfg.num_workers)
 
 
 def _check_cache(path, cfg: DataConfig, examples: Examples) -> None:
@@ -677,7 +686,12 @@ def _check_store(cfg: DataConfig, examples: Examples, augment: bool) -> None:
     """DataError unless the frame store cfg.frame_store was extracted from this config's examples and sampling,
     from the source files as they are now, at a frame size that serves the config (and its augmentation)."""
     from liteframe_jax.data.frame_store import FrameStore, FrameStoreError
+    from liteframe_jax.data.qa_store import INDEX_FILE
 
+    if os.path.isfile(os.path.join(cfg.frame_store, INDEX_FILE)):
+        raise DataError(f"data.frame_store {cfg.frame_store!r} is a QA frame store directory (an LMA config's); CTD "
+                        "reads a single frame store: extract one with `experiments.extract_frames --config "
+                        "configs/ctd.py`")
     try:
         store = FrameStore(cfg.frame_store)
     except FrameStoreError as e:
@@ -695,7 +709,13 @@ def _check_store(cfg: DataConfig, examples: Examples, augment: bool) -> None:
         raise DataError(f"{where} holds frames already resized to {list(store.frame_size)}; random_resized_crop "
                         "crops the native frames: extract with --frame_size=native or set "
                         "data.random_resized_crop_scale=None")
-    changed = store.changed_sources(examples.paths)
+    refuse_changed_sources(store, examples.paths, where)
+
+
+def refuse_changed_sources(store, paths, where: str) -> None:
+    """DataError unless every source file of frame store `store` (paths[k]: example k's, "" = none) that exists
+    now is the version it was extracted from (same size and modification time)."""
+    changed = list(dict.fromkeys(store.changed_sources(paths)))  # a file of several examples (spans) once
     if changed:
         shown = ", ".join(printable(p) for p in changed[:3]) + (", ..." if len(changed) > 3 else "")
         raise DataError(f"{where} was extracted from other versions of {len(changed)} source video(s) (size or "

@@ -1,6 +1,7 @@
 """Video-QA batches for LMA: QA records -> frames + a tokenized `internvl2_5` prompt with answer-only loss.
 
-    records -> [shuffle] -> repeat -> QALoader (decode/sample/resize frames, build the prompt, tokenize)
+    records -> [shuffle] -> repeat -> QALoader (decode/sample/resize frames, or read them from a QA frame store
+            (data.qa_store); build the prompt, tokenize)
             -> drop unreadable -> batch
     batch: {"pixels": float32 (B, T, H, W, 3), "input_ids": int32 (B, L), "loss_mask": float32 (B, L),
             "attention_mask": int32 (B, L), "index": int64 (B,)}
@@ -20,7 +21,7 @@ import numpy as np
 
 from liteframe_jax.config_base import ConfigBase
 from liteframe_jax.data.frames import normalize_frames, pad_with_last
-from liteframe_jax.data.pipeline import DataError, DropSkipped, SkipStats, crop_resize
+from liteframe_jax.data.pipeline import DataError, DropSkipped, SkipStats, crop_resize, skip_reason
 from liteframe_jax.data.prompts import (DEFAULT_SYSTEM_MESSAGE, PromptTooLongError, encode_example, encode_prompt,
                                         chat_prompt, video_prefix)
 from liteframe_jax.data.sampling import segment_middle_indices
@@ -38,19 +39,27 @@ class PromptLayout:
     frames_per_group: int = 1
 
 
-def record_frames(record: QARecord, num_frames: int, image_size: tuple[int, int], sampling: str = "segment",
-                  fps: float | None = None, threads: int = 1) -> np.ndarray:
-    """uint8 frames (T, H, W, 3) of a record's video: InternVL segment-middle sampling (or fixed fps, padded by
-    repeating the last frame) within the record's [start, end] bounds. Asking for more frames than the video has
-    repeats frames (InternVL's rule). Raises VideoDecodeError / FileNotFoundError / ValueError."""
+def record_clip(record: QARecord, num_frames: int, sampling: str = "segment", fps: float | None = None,
+                threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A record's clip before resizing: uint8 frames (T, H0, W0, 3) at native size and their int64 (T,) frame
+    indices. InternVL segment-middle sampling (or fixed fps, padded by repeating the last frame) within the
+    record's [start, end] bounds; synthetic clips are rendered whole and segment-middle sampled. Asking for more
+    frames than the video has repeats frames (InternVL's rule). Raises VideoDecodeError / FileNotFoundError /
+    ValueError."""
     if record.video.startswith("synthetic:"):
         video = synthetic_video_for(record)
         idx = segment_middle_indices(len(video.frames), num_frames)
-        return crop_resize(video.frames[idx], tuple(image_size))
+        return video.frames[idx], idx.astype(np.int64)
     bound = None if record.start is None else (float(record.start), float(record.end))
-    frames, _ = load_clip(record.video, num_frames, size=None, sampling=sampling,
-                          fps=fps if sampling == "fps" else None, bound=bound, threads=threads)
-    return crop_resize(pad_with_last(frames, num_frames), tuple(image_size))
+    frames, idx = load_clip(record.video, num_frames, size=None, sampling=sampling,
+                            fps=fps if sampling == "fps" else None, bound=bound, threads=threads)
+    return pad_with_last(frames, num_frames), pad_with_last(idx, num_frames).astype(np.int64)
+
+
+def record_frames(record: QARecord, num_frames: int, image_size: tuple[int, int], sampling: str = "segment",
+                  fps: float | None = None, threads: int = 1) -> np.ndarray:
+    """uint8 frames (T, H, W, 3) of a record's video: `record_clip` resized to image_size (bicubic)."""
+    return crop_resize(record_clip(record, num_frames, sampling, fps, threads)[0], tuple(image_size))
 
 
 def question_text(record: QARecord) -> str:
@@ -139,40 +148,51 @@ class QADataConfig(ConfigBase):
 
 class QALoader(grain.transforms.Map):
     """Record index -> example dict, or a skip marker {"skipped": "video: reason", "index"} for unreadable videos
-    and prompts that do not fit max_length. Picklable (numpy/PyAV/tokenizers only)."""
+    and prompts that do not fit max_length. `store` (data.qa_store.StoredClips): read each record's clip there
+    instead of decoding it (the same frames; a clip unreadable at extraction is skipped with the same reason).
+    Picklable (numpy/PyAV/tokenizers only)."""
 
-    def __init__(self, records: Sequence[QARecord], tokenizer, cfg: QADataConfig, layout: PromptLayout):
-        self.records, self.tokenizer, self.cfg, self.layout = list(records), tokenizer, cfg, layout
+    def __init__(self, records: Sequence[QARecord], tokenizer, cfg: QADataConfig, layout: PromptLayout,
+                 store=None):
+        self.records, self.tokenizer, self.cfg, self.layout, self.store = list(records), tokenizer, cfg, layout, store
+
+    def _frames(self, i: int) -> np.ndarray:
+        c = self.cfg
+        if self.store is None:
+            return record_frames(self.records[i], c.num_frames, c.image_size, c.sampling, c.fps, c.decode_threads)
+        return crop_resize(self.store.read(i)[0], tuple(c.image_size))
 
     def map(self, element) -> dict:
         i = int(element)
         record, c = self.records[i], self.cfg
         try:
-            frames = record_frames(record, c.num_frames, c.image_size, c.sampling, c.fps, c.decode_threads)
+            frames = self._frames(i)
             example = encode_record(self.tokenizer, record, c.num_frames, self.layout, c.max_length,
                                     c.system_message, c.answer_format)
         except (VideoDecodeError, FileNotFoundError, PromptTooLongError, ValueError) as e:
-            reason = e.reason if isinstance(e, VideoDecodeError) else str(e)
-            return {"skipped": f"{record.id or record.video}: {reason}", "index": np.int64(i)}
+            return {"skipped": f"{record.id or record.video}: {skip_reason(e)}", "index": np.int64(i)}
         return {"pixels": normalize_frames(frames), **example, "index": np.int64(i)}
 
 
 def build_qa_dataset(records: Sequence[QARecord], tokenizer, cfg: QADataConfig, layout: PromptLayout,
                      batch_size: int, train: bool = True, process_index: int = 0, process_count: int = 1,
-                     num_epochs: int | None = None) -> tuple[grain.IterDataset, SkipStats]:
+                     num_epochs: int | None = None, store=None) -> tuple[grain.IterDataset, SkipStats]:
     """-> (dataset, skip stats) of this process's batches (module doc). train: shuffled (cfg.shuffle) and
     repeated forever unless num_epochs is given; otherwise one pass in order. Resumable via
-    `iter(ds).get_state()/set_state()` like the CTD pipeline."""
+    `iter(ds).get_state()/set_state()` like the CTD pipeline. store: a data.qa_store.StoredClips of `records`
+    at cfg's frame count (`qa_store.stored_clips`, which checks it): frames are read there, batches unchanged."""
     cfg.validate()
     if not records:
         raise DataError("no QA records to build a dataset from")
     if operator.index(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if store is not None and len(store.clip_index) != len(records):
+        raise ValueError(f"store maps {len(store.clip_index)} records, got {len(records)} records")
     ds = grain.MapDataset.source(np.arange(len(records)))
     if train and cfg.shuffle:
         ds = ds.shuffle(seed=cfg.seed)
     ds = ds.repeat(num_epochs if num_epochs is not None else (None if train else 1))
-    ds = ds.map(QALoader(records, tokenizer, cfg, layout))[process_index::process_count]
+    ds = ds.map(QALoader(records, tokenizer, cfg, layout, store))[process_index::process_count]
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     stats = SkipStats()
     it_ds = it_ds.filter(DropSkipped(stats, limit=min(cfg.max_initial_failures, len(records))))

@@ -21,7 +21,7 @@ from liteframe_jax.train.experiment import parse_curriculum, parse_lma  # noqa: 
 from liteframe_jax.train.lma_step import LMASetup, combine, init_state, make_eval_step, make_train_step, state_shardings
 from liteframe_jax.train.optim import make_optimizer
 from liteframe_jax.train.qa_data import (BATCH_KEYS, example_batch, load_qa_records, qa_batches, qa_config,
-                                         qa_tokenizer)
+                                         qa_stores, qa_tokenizer)
 from liteframe_jax.train.task import Phase, Run
 from liteframe_jax.train.teacher import teacher_params
 
@@ -76,6 +76,8 @@ class LMATask:
         self.run = run
         self.tokenizer, self.tokenizer_dir = qa_tokenizer(self.config, run.workdir)
         self.train_records, self.eval_records = load_qa_records(self.config, run.log)
+        # every stage's store is checked here, so a mismatched one stops the run before anything compiles
+        self.stores = qa_stores(self.config, self.train_records, self.eval_records, [t for t, _ in self.curriculum])
         self.layout = PromptLayout(self.lma.tokens_per_group(), self.lma.frames_per_group)
         self.abstract, self.shardings, frozen_shardings = state_shardings(self.lma, self.tx, run.mesh, run.rules)
         full = _initial_params(self.config, self.lma)
@@ -97,11 +99,13 @@ class LMATask:
     def banner(self, start: int) -> str:
         stages = " -> ".join(f"{f} frames x {s}" for f, s in self.curriculum)
         return (f"LMA: encoder {self.lma.encoder}, training {'+'.join(self.lma.trainable)}, curriculum {stages}, "
-                f"{len(self.train_records)} train / {len(self.eval_records)} eval records, mesh "
+                f"{len(self.train_records)} train / {len(self.eval_records)} eval records"
+                f"{' (frames from ' + self.config.data.frame_store + ')' if self.stores else ''}, mesh "
                 f"{dict(self.run.mesh.shape)}, {f'resuming at step {start}' if start else 'fresh start'}")
 
     def _dataset(self, records, qa: QADataConfig, train: bool):
-        return qa_batches(records, self.tokenizer, qa, self.layout, self.run.local_batch, train)
+        store = self.stores[qa.num_frames][0 if train else 1] if self.stores else None
+        return qa_batches(records, self.tokenizer, qa, self.layout, self.run.local_batch, train, store)
 
     def phase(self, step: int) -> Phase:
         stage = stage_at(self.curriculum, step)

@@ -12,6 +12,7 @@ import numpy as np
 from liteframe_jax.checkpoints.liteframe_store import tokenizer_files
 from liteframe_jax.data.prompts import resolve_system_message
 from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig, build_qa_dataset
+from liteframe_jax.data.qa_store import StoredClips, check_qa_store, qa_clips
 from liteframe_jax.data.tokenizer import load_tokenizer, save_tiny_tokenizer
 from liteframe_jax.data.video_qa import read_records, synthetic_spec, synthetic_splits
 
@@ -60,11 +61,28 @@ def qa_config(config, num_frames: int) -> QADataConfig:
                         answer_format=d.answer_format).validate()
 
 
-def qa_batches(records, tokenizer, qa: QADataConfig, layout: PromptLayout, local_batch: int, train: bool):
+def qa_batches(records, tokenizer, qa: QADataConfig, layout: PromptLayout, local_batch: int, train: bool,
+               store: StoredClips | None = None):
     """(dataset of this process's batches, skip stats): shuffled and endless for training, one ordered pass for
-    eval (data.qa_pipeline.build_qa_dataset)."""
+    eval (data.qa_pipeline.build_qa_dataset); frames read from `store` (`qa_stores`) when given."""
     return build_qa_dataset(records, tokenizer, qa, layout, local_batch, train=train,
-                            process_index=jax.process_index(), process_count=jax.process_count())
+                            process_index=jax.process_index(), process_count=jax.process_count(), store=store)
+
+
+def qa_stores(config, train_records, eval_records, frame_counts) -> dict[int, tuple[StoredClips, StoredClips]]:
+    """{frame count: (train, eval) StoredClips} from the QA store directory data.frame_store, each frame count's
+    store checked against the records and qa_config (DataError naming the mismatch); {} when data.frame_store is
+    unset (decode the videos)."""
+    root = config.data.get("frame_store", "")
+    if not root:
+        return {}
+    clips = qa_clips(train_records, eval_records)
+    train_index, eval_index = clips.indices(train_records), clips.indices(eval_records)
+    stores = {}
+    for t in sorted(set(frame_counts)):
+        path = check_qa_store(root, clips, qa_config(config, t))
+        stores[t] = (StoredClips(path, train_index), StoredClips(path, eval_index))
+    return stores
 
 
 def example_batch(qa: QADataConfig, b: int) -> dict:

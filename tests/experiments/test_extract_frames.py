@@ -1,5 +1,6 @@
 """experiments.extract_frames: the CLI writes a store that training reads with the batches of the videos, reports
-skipped videos, refuses to replace a store unasked, and a rerun after a killed extraction works."""
+skipped videos, refuses to replace a store unasked, and a rerun after a killed extraction works; for an LMA config
+it writes a QA store directory for the curriculum's frame counts that the config's data accepts."""
 
 import json
 import signal
@@ -9,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from configs import ctd
+from configs import ctd, lma
 from liteframe_jax.data.frames import moving_square_clip
 from liteframe_jax.data.pipeline import DataConfig, build_dataset
 from liteframe_jax.data.video import write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--config", "configs/ctd.py:variant=tiny", "--config.data.synthetic_videos=6"]
+LMA = ["--config", "configs/lma.py:variant=tiny", "--config.data.synthetic_train_videos=3",
+       "--config.data.synthetic_test_videos=2", "--config.curriculum=2:1,4:1"]
 
 
 def cli(*args, timeout=180):
@@ -83,3 +86,29 @@ def test_a_rerun_after_a_killed_extraction_removes_its_leftover(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"removed 1 unfinished write(s) of frame store {out}" in rerun.stderr
     assert out.is_dir() and not list(tmp_path.glob("store.partial-*"))
+
+
+def test_an_lma_config_is_extracted_for_its_curriculum_and_its_data_accepts_the_store(tmp_path):
+    from liteframe_jax.train.qa_data import load_qa_records, qa_stores
+
+    out = tmp_path / "qa"
+    proc = cli(*LMA, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = lma.get_config("variant=tiny")
+    config.data.synthetic_train_videos, config.data.synthetic_test_videos = 3, 2
+    train, evaluate = load_qa_records(config)
+    n = len({r.video for r in train + evaluate})  # one stored clip per synthetic video, not per question
+    assert n < len(train) + len(evaluate)
+    assert f"2 frames: {n} clips (0 skipped)" in proc.stdout and f"4 frames: {n} clips (0 skipped)" in proc.stdout
+    assert f"wrote {n} clips of {len(train) + len(evaluate)} records at 2 frame count(s) to {out}" in proc.stdout
+    assert "extracting 4 frames" in proc.stderr
+    config.data.frame_store = str(out)
+    assert sorted(qa_stores(config, train, evaluate, [2, 4])) == [2, 4]  # checked: it matches the config
+    only = cli(*LMA, "--frames=4", "--frame_size=config", "--out", str(tmp_path / "only4"))
+    assert only.returncode == 0, only.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "only4").iterdir()) == ["frames_4", "qa_stores.json"]
+    bad = cli(*LMA, "--frames=4,x", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == "error: --frames must be integers, got 4,x"
+    bad = cli(*TINY, "--frames=4", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and "--frames is for LMA configs" in bad.stderr
+    assert not (tmp_path / "bad").exists()

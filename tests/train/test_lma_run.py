@@ -1,5 +1,6 @@
 """`python -m liteframe_jax.train --config configs/lma.py` end to end: a two-stage frame curriculum, exact resume
-across a process exit, the adapted model written and loadable, config errors before anything compiles."""
+across a process exit, the adapted model written and loadable, the same run from a QA frame store, config errors
+before anything compiles."""
 
 import json
 import os
@@ -64,11 +65,23 @@ def test_interrupted_and_resumed_run_reproduces_the_straight_run(straight, tmp_p
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+def test_training_from_a_frame_store_reproduces_the_straight_run(straight, tmp_path):
+    store = tmp_path / "store"
+    extract = subprocess.run([sys.executable, "-m", "experiments.extract_frames", "--config", "configs/lma.py",
+                              *SHORT, "--out", str(store)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert extract.returncode == 0, extract.stderr[-4000:]
+    proc = train(tmp_path / "work", f"--config.data.frame_store={store}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"(frames from {store})" in proc.stderr
+    assert losses(tmp_path / "work") == losses(straight)  # same batches, so the same losses, bit for bit
+
+
 @pytest.mark.parametrize("override,message", [
     ("--config.trainable=llm+lora", "either the full LLM"),
     ("--config.encoder=bogus", "encoder='bogus'"),
     ("--config.curriculum=8", "FRAMES:STEPS"),
     ("--config.train.batch_size=6", "multiple of the batch shards"),
+    ("--config.data.frame_store=/nonexistent/store", "error: data.frame_store: no frame store at /nonexistent/store"),
 ])
 def test_bad_configs_fail_before_compiling(tmp_path, override, message):
     proc = train(tmp_path / "bad", override)
