@@ -3,10 +3,11 @@
 Frame i is the i-th frame the decoder outputs when decoding from the start. `decode_frames` reaches the wanted
 frames either sequentially (decode from the start, keep the wanted frames, stop after the last one) or by seeking
 to the keyframe before each wanted frame and decoding forward from there (`data.video_index`: the frame index of
-a stream from its packets, and the seek plan). method="auto" picks whichever decodes fewer frames, so short clips
-decode as before and sampling from a long video costs about what is sampled, not the video's length. Both give
-bit-identical frames; when frames cannot be located by timestamp (packets without timestamps, a truncated file)
-or a seek does not land where the index says, decoding falls back to sequential and logs it once per file.
+a stream from its packets, and the seek plan). method="auto" picks whichever decodes fewer frames (seeking by a
+margin), so short clips decode as before and sampling from a long video costs about what is sampled, not the
+video's length. Both give bit-identical frames; when frames cannot be located by timestamp (packets without
+timestamps, a truncated file) or a seek does not land where the index says, decoding falls back to sequential and
+logs it once per file.
 
 Frames are converted to RGB at native size by FFmpeg (as decord does), then resized to `size` ignoring aspect
 ratio with bicubic filtering: `resample="pil"` (default) is Pillow's `Image.resize(BICUBIC)`, exactly InternVL's
@@ -34,7 +35,7 @@ import av
 import numpy as np
 
 from liteframe_jax.data.sampling import fixed_fps_indices, segment_middle_indices
-from liteframe_jax.data.video_index import FrameIndex, plan_seeks, sequential_cost
+from liteframe_jax.data.video_index import FrameIndex, plan_seeks, prefer_seeking
 
 _AV_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, IndexError)
 DECODE_METHODS = ("auto", "sequential", "seek")
@@ -178,7 +179,8 @@ def decode_frames(path, indices, size: tuple[int, int] | None = (448, 448), thre
     size=(height, width) resizes every frame to exactly that (bicubic, aspect ignored); None keeps the native
     size. method: "sequential" decodes from the start up to the largest wanted index (so early frames of a
     truncated file still decode); "seek" seeks to the keyframe before each wanted frame; "auto" (default) takes
-    whichever decodes fewer frames. Seeking falls back to sequential decoding when the frames cannot be located
+    whichever decodes fewer frames (seeking only when clearly fewer: `video_index.SEEK_MARGIN`). Seeking falls back
+    to sequential decoding when the frames cannot be located
     (logged once per file). VideoDecodeError when the file cannot be opened, yields no frame at all, or ends (or
     fails, e.g. cut short) before a wanted frame; the message lists the missing indices and how many frames were
     decoded.
@@ -199,7 +201,7 @@ def decode_frames(path, indices, size: tuple[int, int] | None = (448, 448), thre
         index = frame_index(p)
         if index is not None:
             plan = plan_seeks(index, wanted)
-        if plan is not None and (method == "seek" or plan.cost < sequential_cost(wanted)):
+        if plan is not None and (method == "seek" or prefer_seeking(plan, wanted)):
             with _open_video(p, threads) as (container, stream):
                 found = _decode_planned(container, stream, index, plan, resize)
             if found is not None:
