@@ -5,8 +5,9 @@ A clip (default 128 frames of 112 x 112 pixels at 8 fps) shows, over a grey back
   * a persistent object, visible and static in every frame, in one quadrant of the frame;
   * a repeated object that appears `repeats` times (0..MAX_REPEATS), each time briefly;
   * NUM_SINGLES one-off objects, each appearing once, briefly;
-  (these brief appearances are large, LARGE_SIDE of the frame side around its centre, so at 56 px every one of
-  the frame's 2 x 2 visual tokens sees part of them; event_size="quadrant" puts them in one free quadrant instead)
+  (each brief appearance is inside one of the three quadrants the persistent object leaves free; with
+  event_size="large" it is LARGE_SIDE of the frame side around the frame's centre instead, so at 56 px every one
+  of the frame's 2 x 2 visual tokens sees part of it)
   * 1..max_flashes screen flashes: for flash_frames frames the whole background takes one colour (the same for
     every flash of a clip, a colour no object has), objects stay drawn on top.
 Each brief appearance (an event) lasts min_event_frames..max_event_frames frames at a fixed box; the persistent
@@ -16,9 +17,8 @@ Flashes are timed independently of the objects' events, with the same minimum ga
 drawn from a random stream of their own, so switching them off (max_flashes=0) leaves everything else unchanged.
 All objects have distinct palette colours; the persistent object's side (and a quadrant event's) is
 MIN_SIDE..MAX_SIDE of the frame side, so at 56 x 56 pixels (4 x 4 patches of 14 pixels) it fills most of a quadrant.
-Why large events: a tiny model does not learn to find an object that fills one of an 8-frame prompt's 32 visual
-tokens for a few frames (measured: the README's "The method at toy scale"); one that covers the frame, like a
-flash, it does. They stay brief and sparse in time, which is what frame scaling is about.
+Large events test whether a tiny teacher's trouble with brief objects is their small share of the visual tokens
+(measured: it is not; the README's "The method at toy scale").
 
 With the default spec, 8 segment-middle frames (one every ~16) miss most events, while 32 or more (one every
 <= 4 frames) see every one. A clip is a pure function of (index, spec), numpy only, so it can be re-rendered
@@ -52,7 +52,7 @@ _LARGE_STREAM = 0x6C6172
 class EventVideoSpec:
     """Clip shape and event timing. kind is always "events" (it names the kind in a record's `synthetic` dict);
     size is H = W in pixels; events last min_event_frames..max_event_frames frames with at least min_gap_frames
-    between two and are drawn large over the frame's centre or (event_size="quadrant") in a free quadrant;
+    between two and are drawn in a free quadrant or (event_size="large") large over the frame's centre;
     1..max_flashes screen flashes of flash_frames frames each (max_flashes=0: none);
     background_noise and fps as in SyntheticVideoSpec."""
 
@@ -67,7 +67,7 @@ class EventVideoSpec:
     min_gap_frames: int = 4
     max_flashes: int = MAX_FLASHES
     flash_frames: int = 6
-    event_size: str = "large"
+    event_size: str = "quadrant"
 
     def __post_init__(self):
         if self.kind != KIND:

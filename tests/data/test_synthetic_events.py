@@ -1,6 +1,6 @@
 """Events clips: deterministic, every object is drawn exactly in its recorded frames and box (the persistent one
-on top), events are brief, sparse and strictly ordered, flashes fill the frame in one new colour, events are large
-and central (or, event_size="quadrant", inside a free quadrant), and rendering is cheap."""
+on top), events are brief, sparse and strictly ordered, flashes fill the frame in one new colour, events are inside
+a free quadrant (or, event_size="large", large and central), and rendering is cheap."""
 
 import json
 import time
@@ -15,7 +15,7 @@ from liteframe_jax.data.synthetic_events import (LARGE_JITTER, LARGE_SIDE, MAX_F
 SPEC = EventVideoSpec()
 SMALL = EventVideoSpec(num_frames=40, size=48, min_event_frames=2, max_event_frames=4, min_gap_frames=1, seed=5,
                        background_noise=0, flash_frames=3)
-QUADRANT = EventVideoSpec(event_size="quadrant")
+LARGE = EventVideoSpec(event_size="large")
 INDICES = range(30)
 
 
@@ -63,8 +63,8 @@ def drawn_mask(o, shape):
 
 
 def test_each_object_is_drawn_exactly_in_its_frames_and_box_and_nowhere_else(videos):
-    quadrant = [make_event_video(i, QUADRANT) for i in range(10)]
-    for v in videos + [make_event_video(i, SMALL) for i in range(10)] + quadrant:
+    large = [make_event_video(i, LARGE) for i in range(10)]
+    for v in videos + [make_event_video(i, SMALL) for i in range(10)] + large:
         colors, pixels = {v.persistent.color} | {e.color for e in v.events}, packed(v.frames)
         on_top = drawn_mask(v.persistent, pixels.shape)  # the persistent object hides what is under it
         covered = np.zeros(pixels.shape, bool)  # where some object is drawn
@@ -138,9 +138,9 @@ def test_roles_colours_and_counts(videos):
     assert repeats == set(range(MAX_REPEATS + 1))
 
 
-def test_events_are_large_central_squares_reaching_into_every_quadrant(videos):
+def test_large_events_are_central_squares_reaching_into_every_quadrant():
     half, size = SPEC.size // 2, SPEC.size
-    for v in videos:
+    for v in [make_event_video(i, LARGE) for i in INDICES]:
         for e in v.events:
             x0, y0, x1, y1 = e.box
             assert x1 - x0 == y1 - y0 and round(LARGE_SIDE[0] * size) <= x1 - x0 <= round(LARGE_SIDE[1] * size)
@@ -150,9 +150,9 @@ def test_events_are_large_central_squares_reaching_into_every_quadrant(videos):
             assert min(half - x0, x1 - half, half - y0, y1 - half) >= 0.15 * size  # a good part of every quadrant
 
 
-def test_quadrant_events_change_only_the_events_boxes(videos):
+def test_large_events_change_only_the_events_boxes(videos):
     for v in videos[:5]:
-        q = make_event_video(v.index, QUADRANT)
+        q = make_event_video(v.index, LARGE)
         assert q.persistent == v.persistent and q.flashes == v.flashes and q.repeated == v.repeated
         assert q.background_level == v.background_level
         assert [(e.color, e.shape, e.start, e.end) for e in q.events] == [(e.color, e.shape, e.start, e.end)
@@ -160,9 +160,9 @@ def test_quadrant_events_change_only_the_events_boxes(videos):
         assert all(a.box != b.box for a, b in zip(q.events, v.events))
 
 
-def test_objects_are_large_and_never_share_a_quadrant_with_the_persistent_object():
+def test_objects_are_large_and_never_share_a_quadrant_with_the_persistent_object(videos):
     half = SPEC.size // 2
-    for v in [make_event_video(i, QUADRANT) for i in INDICES]:
+    for v in videos:
         quadrant = {(o.box[0] // half, o.box[1] // half) for o in (v.persistent,)}
         for o in (v.persistent, *v.events):
             x0, y0, x1, y1 = o.box
