@@ -10,6 +10,7 @@ versions) are named as left alone, for the user to remove.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
@@ -71,3 +72,61 @@ def publish(partial: str, path: str) -> str:
     if old:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+class PartialDirWriter:
+    """The life cycle of a writer that fills an unfinished-write folder and publishes it: open -> closed (by the
+    subclass's `close`, which ends with `self._state = "closed"`) or aborted (the folder removed, `path` left
+    untouched); a context manager that closes on success and aborts on an exception. Subclasses set `path`,
+    `_tmp` and `_state = "open"`, name their exception class in `error`, and close their open files in
+    `_release` (called before an abort removes the folder)."""
+
+    error: type[Exception] = ValueError
+    path: str
+    _tmp: str
+    _state: str
+
+    def _release(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        """Deletes the unfinished write; `path` is left untouched."""
+        if self._state == "open":
+            self._release()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._state = "aborted"
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise self.error(f"the writer of {self.path} is {self._state}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def close(self):
+        raise NotImplementedError
+
+
+def read_finished_metadata(path: str, meta_name: str, what: str, error: type[Exception],
+                           unfinished: str = "unfinished writes") -> dict:
+    """The JSON metadata file `meta_name` of the finished directory `path` (a `what`, e.g. "frame store"), or
+    `error` naming what is wrong: nothing at `path` (listing the `unfinished` folders beside it), no metadata file
+    (its writer did not complete), or an unreadable one."""
+    meta_file = os.path.join(path, meta_name)
+    if not os.path.isdir(path):
+        partial = glob.glob(glob.escape(path) + ".partial-*")
+        hint = f" (found {unfinished}: {', '.join(sorted(partial))})" if partial else ""
+        raise error(f"no {what} at {path}{hint}")
+    if not os.path.isfile(meta_file):
+        raise error(f"{path} is not a finished {what}: {meta_name} is missing (its writer did not complete)")
+    try:
+        with open(meta_file) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise error(f"{meta_file} is unreadable: {e}") from None

@@ -22,12 +22,10 @@ One writer process per store; examples are written in index order (ArrayRecord a
 from __future__ import annotations
 
 import datetime
-import glob
 import io
 import json
 import operator
 import os
-import shutil
 import struct
 import threading
 from collections.abc import Mapping
@@ -36,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from liteframe_jax.data.target_cache import metadata_problems, to_json
-from liteframe_jax.partial_writes import new_partial, publish, remove_stale_partials
+from liteframe_jax.partial_writes import (PartialDirWriter, new_partial, publish, read_finished_metadata,
+                                          remove_stale_partials)
 
 FORMAT = "liteframe_jax.frame_store"
 VERSION = 1
@@ -123,13 +122,15 @@ def decode_record(record: bytes) -> tuple[np.ndarray, np.ndarray] | str:
     return frames, np.asarray(header["frame_indices"], np.int64)
 
 
-class FrameStoreWriter:
+class FrameStoreWriter(PartialDirWriter):
     """Writes a store of `num_examples` examples of `num_frames` frames each, in index order (`write` or `skip`
     for every index 0, 1, ...). frame_size: "native" (any size per example) or (h, w) that every example has.
     encoding: "raw" (lossless uint8) or "jpeg" (Pillow, `jpeg_quality`). `metadata` (JSON-serializable) is stored
     as is: put the data identity there (`pipeline.frame_store_identity`) so readers can check it. Use as a
     context manager (an exception aborts, else closes) or call `close()` / `abort()`. FrameStoreError if `path`
     exists (unless overwrite=True, which replaces it only when this store completes)."""
+
+    error = FrameStoreError
 
     def __init__(self, path, num_examples: int, num_frames: int, *, frame_size="native", encoding: str = "raw",
                  jpeg_quality: int = 95, metadata: Mapping[str, Any] | None = None, overwrite: bool = False):
@@ -219,25 +220,8 @@ class FrameStoreWriter:
         self._state = "closed"
         return self.path
 
-    def abort(self) -> None:
-        """Deletes the unfinished store; `path` is left untouched."""
-        if self._state == "open":
-            self._records.close()
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._state = "aborted"
-
-    def _check_open(self):
-        if self._state != "open":
-            raise FrameStoreError(f"the writer of {self.path} is {self._state}")
-
-    def __enter__(self) -> "FrameStoreWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    def _release(self) -> None:
+        self._records.close()
 
 
 class FrameStore:
@@ -252,18 +236,7 @@ class FrameStore:
         from array_record.python.array_record_module import ArrayRecordReader
 
         path = self.path
-        meta_file = os.path.join(path, METADATA_FILE)
-        if not os.path.isdir(path):
-            partial = glob.glob(glob.escape(path) + ".partial-*")
-            hint = f" (found unfinished extractions: {', '.join(sorted(partial))})" if partial else ""
-            raise FrameStoreError(f"no frame store at {path}{hint}")
-        if not os.path.isfile(meta_file):
-            raise FrameStoreError(f"{path} is not a finished frame store: {METADATA_FILE} is missing")
-        try:
-            with open(meta_file) as f:
-                info = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise FrameStoreError(f"{meta_file} is unreadable: {e}") from None
+        info = read_finished_metadata(path, METADATA_FILE, "frame store", FrameStoreError, "unfinished extractions")
         if info.get("format") != FORMAT or info.get("version") != VERSION or info.get("complete") is not True:
             raise FrameStoreError(f"{path} is not a complete {FORMAT} v{VERSION} store (format "
                                   f"{info.get('format')!r}, version {info.get('version')!r})")

@@ -18,19 +18,18 @@ crashed writer leaves only the `.partial-*` directory (the reader says so), whic
 from __future__ import annotations
 
 import datetime
-import glob
 import json
 import math
 import operator
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorstore as ts
 
-from liteframe_jax.partial_writes import new_partial, publish, remove_stale_partials
+from liteframe_jax.partial_writes import (PartialDirWriter, new_partial, publish, read_finished_metadata,
+                                          remove_stale_partials)
 
 FORMAT = "liteframe_jax.target_cache"
 VERSION = 1
@@ -78,12 +77,14 @@ def _check_indices(indices, n: int) -> np.ndarray:
     return idx
 
 
-class TargetCacheWriter:
+class TargetCacheWriter(PartialDirWriter):
     """Writes a cache for `num_examples` examples of targets (T', H', W', C) in `dtype` and `num_frames` frame
     indices each. `metadata` (JSON-serializable) is stored as is; include the data config (with
     `pipeline.cache_identity`), the WAP config and the teacher's identity so readers can `check_compatible`.
     Use as a context manager (an exception aborts, else closes) or call `close()` / `abort()`.
     TargetCacheError if `path` exists (unless overwrite=True, which replaces it only when this cache completes)."""
+
+    error = TargetCacheError
 
     def __init__(self, path, num_examples: int, target_shape: Sequence[int], dtype: str = "float32", *,
                  num_frames: int, metadata: Mapping[str, Any] | None = None, overwrite: bool = False):
@@ -164,24 +165,6 @@ class TargetCacheWriter:
         self._state = "closed"
         return self.path
 
-    def abort(self) -> None:
-        """Deletes the unfinished cache; `path` is left untouched."""
-        if self._state == "open":
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._state = "aborted"
-
-    def _check_open(self):
-        if self._state != "open":
-            raise TargetCacheError(f"the writer of {self.path} is {self._state}")
-
-    def __enter__(self) -> "TargetCacheWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class TargetCache:
@@ -195,19 +178,7 @@ class TargetCache:
 
     def _open(self) -> None:
         path = self.path
-        meta_file = os.path.join(path, METADATA_FILE)
-        if not os.path.isdir(path):
-            partial = glob.glob(glob.escape(path) + ".partial-*")
-            hint = f" (found unfinished writes: {', '.join(sorted(partial))})" if partial else ""
-            raise TargetCacheError(f"no target cache at {path}{hint}")
-        if not os.path.isfile(meta_file):
-            raise TargetCacheError(f"{path} is not a finished target cache: {METADATA_FILE} is missing (its writer "
-                                   "did not complete)")
-        try:
-            with open(meta_file) as f:
-                info = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise TargetCacheError(f"{meta_file} is unreadable: {e}") from None
+        info = read_finished_metadata(path, METADATA_FILE, "target cache", TargetCacheError)
         if info.get("format") != FORMAT or info.get("version") != VERSION:
             raise TargetCacheError(f"{path} is not a {FORMAT} v{VERSION} cache (format {info.get('format')!r}, "
                                    f"version {info.get('version')!r})")
