@@ -57,6 +57,7 @@ def get_config(arg: str | None = None):
     c.data.random_resized_crop_scale = (0.5, 1.0)
     c.data.hflip = True
     c.data.frame_store = ""  # frame store from experiments.extract_frames; "" = decode the videos
+    c.data.normalize_on_host = True  # False: uint8 batches, normalized on the accelerator (4x fewer bytes)
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.sharding_rules = [list(rule) for rule in DEFAULT_RULES]  # the library's table; override per run if needed

@@ -195,6 +195,11 @@ def time_loader(path: Path, frames: int, size: tuple[int, int], repeats: int, wo
                                                          functools.partial(FrameStore(store).read, 0))
         row[f"{name}_bytes_per_clip"] = result["bytes"]
         row[f"{name}_max_abs_diff"] = float(np.abs(pixels - reference).max())  # normalized units
+    # uint8 batches (data.normalize_on_host=False: the accelerator normalizes): decoding vs the resized store
+    raw = cfg.replace(normalize_on_host=False)
+    row["loader_decode_uint8"] = timed(raw, lambda: native_clip(cfg, examples, 0))[0]
+    row["store_resized_uint8"] = timed(raw.replace(frame_store=str(work_dir / "store_resized")),
+                                       functools.partial(FrameStore(work_dir / "store_resized").read, 0))[0]
     return row
 
 
@@ -278,6 +283,10 @@ def main(argv):
                               + "; ".join(f"{n} {row[prefix + n]:.3f} s ({base / row[prefix + n]:.1f}x, "
                                           f"{row[n + '_bytes_per_clip'] / 2**20:.1f} MiB/clip)"
                                           for n in STORE_VARIANTS), flush=True)
+                    print(f"[video_io] {codec} {m:g} min, {t} frames at {f.store_size} px, loader with uint8 "
+                          f"batches per clip: decode {row['loader_decode_uint8']:.3f} s, store_resized "
+                          f"{row['store_resized_uint8']:.3f} s "
+                          f"({row['loader_decode_uint8'] / row['store_resized_uint8']:.1f}x)", flush=True)
                 rows.append(row)
                 print(f"[video_io] {codec} {m:g} min, {t} frames: sequential {row['sequential']:.2f} s, "
                       f"seek {row['seek']:.2f} s, auto {row['auto']:.2f} s "

@@ -132,6 +132,7 @@ class QADataConfig(ConfigBase):
     system_message: str | None = DEFAULT_SYSTEM_MESSAGE
     max_initial_failures: int = 32
     answer_format: str = "letter"  # "letter" | "text": reply with the right option's letter or its text
+    normalize_on_host: bool = True  # False: uint8 pixels, normalized in the step (as DataConfig.normalize_on_host)
 
     def problems(self) -> list[str]:
         e = []
@@ -171,7 +172,8 @@ class QALoader(grain.transforms.Map):
                                     c.system_message, c.answer_format)
         except (VideoDecodeError, FileNotFoundError, PromptTooLongError, ValueError) as e:
             return {"skipped": f"{record.id or record.video}: {skip_reason(e)}", "index": np.int64(i)}
-        return {"pixels": normalize_frames(frames), **example, "index": np.int64(i)}
+        pixels = normalize_frames(frames) if c.normalize_on_host else frames
+        return {"pixels": pixels, **example, "index": np.int64(i)}
 
 
 def build_qa_dataset(records: Sequence[QARecord], tokenizer, cfg: QADataConfig, layout: PromptLayout,

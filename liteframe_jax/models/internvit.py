@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from liteframe_jax.models.config import VisionConfig
-from liteframe_jax.models.layers import RMSNorm, attention, dense, gelu_exact, logical, make_norm
+from liteframe_jax.models.layers import RMSNorm, attention, dense, gelu_exact, logical, make_norm, model_pixels
 from liteframe_jax.models.resize import resize_bicubic
 
 
@@ -80,7 +80,7 @@ class InternViT(nn.Module):
             raise ValueError(f"pixel size {hgt}x{wid} is not a multiple of the patch size {p}")
         x = nn.Conv(c.hidden_size, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="patch_embed",
                     kernel_init=logical(nn.initializers.lecun_normal(), ("conv_h", "conv_w", "conv_in", "embed")),
-                    bias_init=logical(nn.initializers.zeros, ("embed",)))(pixels.astype(self.dtype))
+                    bias_init=logical(nn.initializers.zeros, ("embed",)))(model_pixels(pixels, self.dtype))
         gh, gw = hgt // p, wid // p
         x = x.reshape(b, gh * gw, c.hidden_size)
         cls = self.param("cls_token", logical(nn.initializers.zeros, ("embed",)), (c.hidden_size,))

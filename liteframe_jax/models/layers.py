@@ -11,12 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from liteframe_jax.data.frames import IMAGENET_MEAN, IMAGENET_STD
 from liteframe_jax.models.config import ATTENTION_IMPLS
 
 Axes = tuple[str | None, ...]
 
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+
+def model_pixels(pixels: jax.Array, dtype) -> jax.Array:
+    """Frames as the vision towers compute with them, in `dtype`: uint8 RGB (..., 3) is normalized here with
+    ImageNet mean/std (the same arithmetic as data.frames.normalize_frames on the host), so loaders may send 4x
+    fewer bytes (`data.normalize_on_host=False`); floats are taken as already normalized."""
+    if pixels.dtype == jnp.uint8:
+        pixels = (pixels.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return pixels.astype(dtype)
 
 def compute_dtype(name: str):
     """Config dtype name ("float32" | "bfloat16") -> jnp dtype."""

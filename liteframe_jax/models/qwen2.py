@@ -127,6 +127,10 @@ class Qwen2(nn.Module):
         with `hidden_only` the final-normed hidden states (B, L or 1, D) instead of logits (see `head`)."""
         c = self.cfg
         b, L, _ = embeds.shape
+        if c.rope_scaling == "dynamic" and key_valid.shape[1] > c.max_position_embeddings:
+            raise ValueError(f"{key_valid.shape[1]} positions exceed max_position_embeddings="
+                             f"{c.max_position_embeddings}, beyond which this LLM's dynamic RoPE scaling applies: "
+                             "not implemented")
         q_slot = cache_index + jnp.arange(L)  # causal: query l attends the slots <= its own
         cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)
         h = embeds.astype(self.dtype)

@@ -20,7 +20,7 @@ from flax import linen as nn
 
 from liteframe_jax.models.config import StudentConfig
 from liteframe_jax.models.layers import (attention, compute_dtype, dense, gelu_exact, layer_norm, logical,
-                                         pad_frames_to_multiple)
+                                         model_pixels, pad_frames_to_multiple)
 
 
 
@@ -143,7 +143,7 @@ class LiteFrameStudent(nn.Module):
         b, _, hgt, wid, ch = pixels.shape
         if hgt % p or wid % p:
             raise ValueError(f"frame size {hgt}x{wid} is not a multiple of the patch size {p}")
-        x = pad_frames_to_multiple(pixels.astype(dtype), c.stride[0], axis=1)
+        x = pad_frames_to_multiple(model_pixels(pixels, dtype), c.stride[0], axis=1)
         t, gh, gw = x.shape[1], hgt // p, wid // p
         x = nn.Conv(c.hidden_size, (p, p), strides=(p, p), padding="VALID", dtype=dtype, name="patch_embed",
                     kernel_init=logical(nn.initializers.lecun_normal(), ("conv_h", "conv_w", "conv_in", "embed")),

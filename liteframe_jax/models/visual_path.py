@@ -87,7 +87,7 @@ class VisualPath(abc.ABC):
         c = self.num_channels
         ndim, form = (5, f"(B, T, H, W, {c})") if batched else (4, f"(F, H, W, {c})")
         if len(shape) != ndim or shape[-1] != c:
-            raise ValueError(f"pixels must be {form} normalized floats, got {tuple(shape)}")
+            raise ValueError(f"pixels must be {form} normalized floats or uint8 RGB, got {tuple(shape)}")
         if shape[-4] < 1:
             raise ValueError(f"pixels hold no frames: {tuple(shape)}")
         step, why = self.frame_multiple()

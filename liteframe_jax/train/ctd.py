@@ -118,7 +118,8 @@ class CTDTask:
 
     def phase(self, step: int) -> Phase:
         b = self.run.local_batch
-        example = {"pixels": np.zeros((b, self.data.num_frames, *self.data.image_size, 3), np.float32)}
+        pixel_dtype = np.float32 if self.data.normalize_on_host else np.uint8
+        example = {"pixels": np.zeros((b, self.data.num_frames, *self.data.image_size, 3), pixel_dtype)}
         if self.config.train.target_cache:
             example["targets"] = np.zeros((b, *self.ctd.student.output_shape(self.data.num_frames)), np.float32)
         ds, skips = self._dataset("train")

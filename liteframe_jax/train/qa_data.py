@@ -58,7 +58,8 @@ def qa_config(config, num_frames: int) -> QADataConfig:
     return QADataConfig(num_frames=num_frames, image_size=tuple(d.image_size), max_length=d.max_length,
                         sampling=d.sampling, fps=d.fps, decode_threads=d.decode_threads, seed=config.seed,
                         system_message=resolve_system_message(d.system_message),
-                        answer_format=d.answer_format).validate()
+                        answer_format=d.answer_format,
+                        normalize_on_host=d.normalize_on_host).validate()
 
 
 def qa_batches(records, tokenizer, qa: QADataConfig, layout: PromptLayout, local_batch: int, train: bool,
@@ -87,6 +88,6 @@ def qa_stores(config, train_records, eval_records, frame_counts) -> dict[int, tu
 
 def example_batch(qa: QADataConfig, b: int) -> dict:
     """Zero host arrays shaped like one local batch: pixels (b, T, H, W, 3), token rows (b, L)."""
-    return {"pixels": np.zeros((b, qa.num_frames, *qa.image_size, 3), np.float32),
+    return {"pixels": np.zeros((b, qa.num_frames, *qa.image_size, 3), np.float32 if qa.normalize_on_host else np.uint8),
             "input_ids": np.zeros((b, qa.max_length), np.int32), "loss_mask": np.zeros((b, qa.max_length), np.float32),
             "attention_mask": np.zeros((b, qa.max_length), np.int32)}

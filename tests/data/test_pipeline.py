@@ -72,6 +72,16 @@ def test_synthetic_batches_have_documented_shapes_dtypes_and_normalization():
     assert skips.count == 0
 
 
+def test_batches_can_carry_uint8_frames_left_for_the_step_to_normalize():
+    host = take(build_dataset(AUG, "train", 3)[0], 2)
+    raw = take(build_dataset(AUG.replace(normalize_on_host=False), "train", 3)[0], 2)
+    for h, r in zip(host, raw):
+        assert r["pixels"].dtype == np.uint8 and r["pixels"].shape == h["pixels"].shape
+        np.testing.assert_array_equal(r["index"], h["index"])  # the same clips, crops and flips
+        np.testing.assert_array_equal(normalize_frames(r["pixels"].reshape(-1, *SIZE, 3)),
+                                      h["pixels"].reshape(-1, *SIZE, 3))
+
+
 def test_same_config_gives_same_batches_and_other_seed_differs():
     a = take(build_dataset(AUG, "train", 4)[0], 3)
     b = take(build_dataset(AUG, "train", 4)[0], 3)

@@ -40,7 +40,7 @@ def test_the_loader_is_timed_decoding_and_reading_each_store_with_identical_raw_
     path = video_io.make_video(tmp_path / "c.mp4", minutes=0.02, codec="h264", gop=12, size=(48, 64),
                                log=lambda _: None)
     row = video_io.time_loader(path, frames=4, size=(32, 32), repeats=1, work_dir=tmp_path)
-    for name in ("loader_decode", *video_io.STORE_VARIANTS):
+    for name in ("loader_decode", *video_io.STORE_VARIANTS, "loader_decode_uint8", "store_resized_uint8"):
         assert row[name] > 0
     assert row["store_native_max_abs_diff"] == 0 and row["store_resized_max_abs_diff"] == 0
     assert 0 < row["store_jpeg_max_abs_diff"] < 1  # normalized units: lossy, but close

@@ -63,3 +63,22 @@ def test_tied_head_reuses_the_token_embedding():
     untied_params = {**params, "llm": {**params["llm"], "lm_head": {"kernel": params["llm"]["embedding"].T}}}
     want, _ = InternVL(cfg).apply({"params": untied_params}, ids, None, jnp.arange(3)[None], mask)
     np.testing.assert_allclose(np.asarray(logits), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+def test_an_llm_with_dynamic_rope_refuses_positions_beyond_its_table():
+    import dataclasses
+    import pytest
+    from liteframe_jax.models.qwen2 import Qwen2
+    text = dataclasses.replace(model_from_config(internvl3_tiny.get_config()).text, rope_scaling="dynamic",
+                               max_position_embeddings=16)
+    model = Qwen2(text)
+
+    def run(length):
+        embeds = jnp.zeros((1, length, text.hidden_size))
+        positions = jnp.arange(length)[None]
+        params = model.init(jax.random.key(0), embeds, positions, jnp.ones((1, length), bool))
+        return model.apply(params, embeds, positions, jnp.ones((1, length), bool))
+
+    run(16)  # up to the table, dynamic scaling changes nothing: computed as plain RoPE
+    with pytest.raises(ValueError, match="17 positions exceed max_position_embeddings=16.*dynamic RoPE"):
+        run(17)

@@ -157,3 +157,26 @@ def test_a_path_reads_only_its_own_subtrees(params):
         without_encoder = {k: v for k, v in params.items() if k != path.param_keys[0]}
         with pytest.raises(ScopeParamNotFoundError):
             path.encode(without_encoder, _pixels(1, 2))
+
+
+# --------------------------------------------------------------------------------------------- uint8 pixels
+
+def test_uint8_frames_are_normalized_in_the_towers_like_the_host_does():
+    from liteframe_jax.data.frames import normalize_frames
+    from liteframe_jax.models.layers import model_pixels
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 56, 56, 3), dtype=np.uint8)
+    np.testing.assert_allclose(np.asarray(model_pixels(frames, np.float32)), normalize_frames(frames.reshape(
+        -1, 56, 56, 3)).reshape(frames.shape), atol=1e-6)
+    floats = np.asarray(_pixels(1, 2))
+    np.testing.assert_array_equal(np.asarray(model_pixels(floats, np.float32)), floats)  # floats pass as they are
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_every_path_gives_the_same_tokens_for_uint8_frames_and_host_normalized_ones(params, encoder):
+    from liteframe_jax.data.frames import normalize_frames
+    frames = np.random.default_rng(1).integers(0, 256, (2, 4, 56, 56, 3), dtype=np.uint8)
+    host = normalize_frames(frames.reshape(-1, 56, 56, 3)).reshape(frames.shape)
+    path = _path(encoder)
+    path.check_pixels(frames.shape, batched=True)
+    np.testing.assert_allclose(np.asarray(path.encode(params, frames)), np.asarray(path.encode(params, host)),
+                               rtol=1e-5, atol=1e-5)

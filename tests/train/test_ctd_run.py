@@ -118,6 +118,13 @@ def test_training_from_a_precomputed_teacher_cache_equals_online_training(tmp_pa
     assert bad.returncode == 1 and "wap.weights" in bad.stderr
 
 
+def test_uint8_batches_normalized_in_the_step_train_like_host_normalized_ones(straight, tmp_path):
+    train(tmp_path / "uint8", "--config.data.normalize_on_host=False")
+    ours = [r["loss"] for r in records(tmp_path / "uint8") if "loss" in r]
+    host = [r["loss"] for r in records(straight) if "loss" in r]
+    np.testing.assert_allclose(ours, host, rtol=1e-4)  # the same clips; normalization rounds a little differently
+
+
 def test_unreadable_videos_are_skipped_counted_and_reported_while_training_continues(tmp_path):
     from liteframe_jax.data.synthetic import SyntheticVideoSpec, make_synthetic_video
     from liteframe_jax.data.video import write_video

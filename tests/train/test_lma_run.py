@@ -76,6 +76,12 @@ def test_training_from_a_frame_store_reproduces_the_straight_run(straight, tmp_p
     assert losses(tmp_path / "work") == losses(straight)  # same batches, so the same losses, bit for bit
 
 
+def test_uint8_batches_normalized_in_the_step_train_like_host_normalized_ones(straight, tmp_path):
+    proc = train(tmp_path / "work", "--config.data.normalize_on_host=False")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    np.testing.assert_allclose(np.array(losses(tmp_path / "work")), np.array(losses(straight)), rtol=1e-4)
+
+
 @pytest.mark.parametrize("override,message", [
     ("--config.trainable=llm+lora", "either the full LLM"),
     ("--config.encoder=bogus", "encoder='bogus'"),
