@@ -24,9 +24,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two_processes(workdir, logdir, *extra, timeout=600):
+def launch_two_processes(workdir, logdir, *extra, timeout=600, grace=60):
     """Runs the trainer as 2 processes x 4 devices. Returns [(returncode, stderr text)] in process order; if one
-    process fails the other is stopped at once (it would wait for its peer until the coordinator times out)."""
+    process fails the other gets `grace` seconds to end on its own (it may be failing too, only later on a loaded
+    machine), then is stopped (it would wait for its peer until the coordinator times out)."""
     import time
     port = _free_port()
     logdir.mkdir(parents=True, exist_ok=True)
@@ -39,7 +40,7 @@ def launch_two_processes(workdir, logdir, *extra, timeout=600):
     try:
         while any(p.poll() is None for p in procs) and time.time() < deadline:
             if any(p.poll() not in (None, 0) for p in procs):
-                break
+                deadline = min(deadline, time.time() + grace)
             time.sleep(0.5)
     finally:
         for p in procs:
