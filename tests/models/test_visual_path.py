@@ -94,7 +94,7 @@ def test_what_each_path_reads_and_whether_the_projector_is_on_it():
 # ------------------------------------------------------------------------------------------------ inputs
 
 @pytest.mark.parametrize("encoder, shape, batched, message", [
-    ("teacher", (56, 56, 3), False, "pixels must be (F, H, W, 3) normalized floats, got (56, 56, 3)"),
+    ("teacher", (56, 56, 3), False, "pixels must be (F, H, W, 3) normalized floats or uint8 RGB, got (56, 56, 3)"),
     ("teacher", (1, 56, 56, 3), True, "pixels must be (B, T, H, W, 3)"),
     ("student", (2, 56, 56, 1), False, "pixels must be (F, H, W, 3)"),
     ("teacher_wap", (0, 56, 56, 3), False, "pixels hold no frames"),
