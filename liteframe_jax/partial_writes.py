@@ -9,6 +9,7 @@ versions) are named as left alone, for the user to remove.
 
 from __future__ import annotations
 
+import abc
 import glob
 import json
 import os
@@ -74,7 +75,7 @@ def publish(partial: str, path: str) -> str:
     return path
 
 
-class PartialDirWriter:
+class PartialDirWriter(abc.ABC):
     """The life cycle of a writer that fills an unfinished-write folder and publishes it: open -> closed (by the
     subclass's `close`, which ends with `self._state = "closed"`) or aborted (the folder removed, `path` left
     untouched); a context manager that closes on success and aborts on an exception. Subclasses set `path`,
@@ -109,8 +110,9 @@ class PartialDirWriter:
         else:
             self.abort()
 
+    @abc.abstractmethod
     def close(self):
-        raise NotImplementedError
+        """Finishes the write and publishes it at `path`; returns `path`."""
 
 
 def read_finished_metadata(path: str, meta_name: str, what: str, error: type[Exception],

@@ -448,7 +448,8 @@ def skip_reason(e: ValueError) -> str:
 
 
 class ClipLoader(grain.transforms.RandomMap):
-    """Global example index -> {"pixels": float32 (T, h, w, 3) normalized, "index": int64 (), "frame_indices":
+    """Global example index -> {"pixels": float32 (T, h, w, 3) normalized (uint8 with normalize_on_host=False),
+    "index": int64 (), "frame_indices":
     int64 (T,) (-1 for synthetic), and "targets" float32 (T', H', W', C) with a cache}; or, when the video cannot
     be read, a marker {"skipped": "path: reason", "index": int64 ()}. Picklable; numpy/PyAV only (runs in grain
     workers). The rng (one per clip) draws one crop box and one flip for all frames."""
@@ -573,7 +574,8 @@ def build_dataset(cfg: DataConfig, split: str, batch_size: int, process_index: i
                   augment: bool = True, cache: str | None = None,
                   drop_remainder: bool = True) -> tuple[grain.IterDataset, SkipStats]:
     """-> (dataset, skip_stats). Iterating the dataset yields this process's batches:
-    {"pixels": float32 (B, T, h, w, 3) normalized by `normalize_frames`, "index": int64 (B,) global example
+    {"pixels": float32 (B, T, h, w, 3) normalized by `normalize_frames` (uint8 RGB when cfg.normalize_on_host is
+    False), "index": int64 (B,) global example
     indices, "frame_indices": int64 (B, T) decoded frame numbers (-1 for synthetic), and with `cache`
     "targets": float32 (B, T', H', W', C) read from the teacher-target cache by example index}.
 
