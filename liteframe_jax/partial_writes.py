@@ -62,6 +62,18 @@ def remove_stale_partials(prefix: str, what: str) -> list[str]:
     return removed
 
 
+def start_partial(path: str, what: str, error: type[Exception], overwrite: bool = False) -> str:
+    """Creates and returns a new unfinished-write folder for `path` (a `what`, e.g. "frame store"), after removing
+    the stale ones of dead writers; `error` if `path` exists and overwrite is False (with overwrite, `publish`
+    replaces it only once the new write is finished)."""
+    if os.path.exists(path) and not overwrite:
+        raise error(f"{path} already exists (pass overwrite=True to replace it)")
+    remove_stale_partials(f"{path}.partial-", f"{what} {path}")
+    tmp = new_partial(f"{path}.partial-")
+    os.makedirs(tmp)
+    return tmp
+
+
 def publish(partial: str, path: str) -> str:
     """Renames the finished write `partial` to `path`; an existing `path` (the caller allowed overwriting) is moved
     aside first and removed after the swap, so `path` always holds one complete version. Returns `path`."""

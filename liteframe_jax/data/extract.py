@@ -22,7 +22,7 @@ from liteframe_jax.data.qa_pipeline import QADataConfig, record_clip
 from liteframe_jax.data.qa_store import FORMAT, INDEX_FILE, VERSION, qa_clips, qa_store_identity, store_path
 from liteframe_jax.data.video import VideoDecodeError
 from liteframe_jax.data.video_qa import QARecord
-from liteframe_jax.partial_writes import new_partial, publish, remove_stale_partials
+from liteframe_jax.partial_writes import publish, start_partial
 
 
 def _write_all(writer: FrameStoreWriter, stream, names: Sequence[str], desc: str, progress: bool) -> dict:
@@ -84,11 +84,7 @@ def extract_qa_frame_stores(record_lists: Sequence[Sequence[QARecord]], qa: QADa
         raise FrameStoreError("no QA records to extract")
     size = "native" if frame_size == "native" else tuple(qa.image_size)
     out = os.path.abspath(os.fspath(out))
-    if os.path.exists(out) and not overwrite:
-        raise FrameStoreError(f"{out} already exists (pass overwrite=True to replace it)")
-    remove_stale_partials(f"{out}.partial-", f"QA frame store {out}")
-    tmp = new_partial(f"{out}.partial-")
-    os.makedirs(tmp)
+    tmp = start_partial(out, "QA frame store", FrameStoreError, overwrite)
     t0, per_frames = time.perf_counter(), {}
     try:
         for t in counts:

@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 
 from liteframe_jax.data.target_cache import metadata_problems, to_json
-from liteframe_jax.partial_writes import (PartialDirWriter, new_partial, publish, read_finished_metadata,
-                                          remove_stale_partials)
+from liteframe_jax.partial_writes import PartialDirWriter, publish, read_finished_metadata, start_partial
 
 FORMAT = "liteframe_jax.frame_store"
 VERSION = 1
@@ -150,11 +149,7 @@ class FrameStoreWriter(PartialDirWriter):
             self.metadata = to_json(dict(metadata or {}))
         except (TypeError, ValueError) as e:
             raise FrameStoreError(f"metadata must be JSON-serializable: {e}") from None
-        if os.path.exists(self.path) and not overwrite:
-            raise FrameStoreError(f"{self.path} already exists (pass overwrite=True to replace it)")
-        remove_stale_partials(f"{self.path}.partial-", f"frame store {self.path}")
-        self._tmp = new_partial(f"{self.path}.partial-")
-        os.makedirs(self._tmp)
+        self._tmp = start_partial(self.path, "frame store", FrameStoreError, overwrite)
         # group_size:1: reading one example decodes one chunk; uncompressed: raw frames are read without a codec
         self._records = ArrayRecordWriter(os.path.join(self._tmp, RECORDS_FILE), "group_size:1,uncompressed")
         self._sources = np.full((self.num_examples, 2), -1, np.int64)

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from liteframe_jax.partial_writes import (PartialDirWriter, new_partial, publish, read_finished_metadata,
-                                          remove_stale_partials)
+from liteframe_jax.partial_writes import PartialDirWriter, publish, read_finished_metadata, start_partial
 
 FORMAT = "liteframe_jax.target_cache"
 VERSION = 1
@@ -101,11 +100,7 @@ class TargetCacheWriter(PartialDirWriter):
             self.metadata = to_json(dict(metadata or {}))
         except (TypeError, ValueError) as e:
             raise TargetCacheError(f"metadata must be JSON-serializable: {e}") from None
-        if os.path.exists(self.path) and not overwrite:
-            raise TargetCacheError(f"{self.path} already exists (pass overwrite=True to replace it)")
-        remove_stale_partials(f"{self.path}.partial-", f"target cache {self.path}")
-        self._tmp = new_partial(f"{self.path}.partial-")
-        os.makedirs(self._tmp)
+        self._tmp = start_partial(self.path, "target cache", TargetCacheError, overwrite)
         n = self.num_examples
         self._targets = _create(self._tmp, "targets", (n, *self.target_shape), dtype, (1, *self.target_shape), 0.0)
         self._frames = _create(self._tmp, "frame_indices", (n, self.num_frames), "int64",
