@@ -127,6 +127,29 @@ class PartialDirWriter(abc.ABC):
         """Finishes the write and publishes it at `path`; returns `path`."""
 
 
+class FinishedDirReader(abc.ABC):
+    """A reader of a finished directory that reopens it when unpickled (grain workers each hold their own): only
+    the attributes named in `pickled` travel, then `_open()` runs again. `info` is the parsed metadata, whose
+    "num_examples" is the reader's length."""
+
+    pickled: tuple[str, ...] = ("path",)
+    info: dict
+
+    @abc.abstractmethod
+    def _open(self) -> None:
+        """Opens the directory at self.path and sets self.info."""
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.pickled}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._open()
+
+    def __len__(self) -> int:
+        return self.info["num_examples"]
+
+
 def read_finished_metadata(path: str, meta_name: str, what: str, error: type[Exception],
                            unfinished: str = "unfinished writes") -> dict:
     """The JSON metadata file `meta_name` of the finished directory `path` (a `what`, e.g. "frame store"), or

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from liteframe_jax.data.target_cache import metadata_problems, to_json
-from liteframe_jax.partial_writes import PartialDirWriter, publish, read_finished_metadata, start_partial
+from liteframe_jax.partial_writes import (FinishedDirReader, PartialDirWriter, publish, read_finished_metadata,
+                                          start_partial)
 
 FORMAT = "liteframe_jax.frame_store"
 VERSION = 1
@@ -219,7 +220,7 @@ class FrameStoreWriter(PartialDirWriter):
         self._records.close()
 
 
-class FrameStore:
+class FrameStore(FinishedDirReader):
     """Reader of a finished store, random access by example index. FrameStoreError for a missing or unfinished
     store, a foreign or corrupt directory. Picklable (reopens; grain workers each hold their own reader)."""
 
@@ -246,16 +247,6 @@ class FrameStore:
         if self._records.num_records() != n or self.sources.shape != (n, 2):
             raise FrameStoreError(f"{path} is corrupt: {self._records.num_records()} records and sources "
                                   f"{self.sources.shape}, {METADATA_FILE} says {n} examples")
-
-    def __getstate__(self):
-        return {"path": self.path}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._open()
-
-    def __len__(self) -> int:
-        return self.info["num_examples"]
 
     @property
     def num_frames(self) -> int:

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from liteframe_jax.partial_writes import PartialDirWriter, publish, read_finished_metadata, start_partial
+from liteframe_jax.partial_writes import (FinishedDirReader, PartialDirWriter, publish, read_finished_metadata,
+                                          start_partial)
 
 FORMAT = "liteframe_jax.target_cache"
 VERSION = 1
@@ -162,9 +163,11 @@ class TargetCacheWriter(PartialDirWriter):
 
 
 
-class TargetCache:
+class TargetCache(FinishedDirReader):
     """Reader of a finished cache. TargetCacheError for a missing or unfinished cache, a foreign or corrupt
     directory, or (unless allow_partial) a cache in which some examples were not written. Picklable (reopens)."""
+
+    pickled = ("path", "allow_partial")
 
     def __init__(self, path, *, allow_partial: bool = False):
         self.path = os.path.abspath(os.fspath(path))
@@ -197,16 +200,6 @@ class TargetCache:
         if missing.size and not self.allow_partial:
             raise TargetCacheError(f"target cache {path} is partial: {missing.size} of {n} examples were not written "
                                    f"(e.g. {missing[:8].tolist()}); open it with allow_partial=True to use the rest")
-
-    def __getstate__(self):
-        return {"path": self.path, "allow_partial": self.allow_partial}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._open()
-
-    def __len__(self) -> int:
-        return self.info["num_examples"]
 
     @property
     def metadata(self) -> dict:

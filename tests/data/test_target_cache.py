@@ -53,6 +53,9 @@ def test_unfinished_or_partial_caches_are_refused(tmp_path):
         TargetCache(path)
     c = TargetCache(path, allow_partial=True)
     assert c.read([1])[0].shape == (1, *SHAPE)
+    import pickle
+    again = pickle.loads(pickle.dumps(c))  # a grain worker's copy reopens the cache, still allowing it partial
+    np.testing.assert_array_equal(again.read([1])[0], c.read([1])[0])
     with pytest.raises(TargetCacheError, match=r"no targets for examples \[3\]"):
         c.read([1, 3])
     (tmp_path / "other").mkdir()
