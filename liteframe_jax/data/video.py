@@ -3,11 +3,17 @@
 Frame i is the i-th frame the decoder outputs when decoding from the start. `decode_frames` reaches the wanted
 frames either sequentially (decode from the start, keep the wanted frames, stop after the last one) or by seeking
 to the keyframe before each wanted frame and decoding forward from there (`data.video_index`: the frame index of
-a stream from its packets, and the seek plan). method="auto" picks whichever decodes fewer frames (seeking by a
-margin), so short clips decode as before and sampling from a long video costs about what is sampled, not the
-video's length. Both give bit-identical frames; when frames cannot be located by timestamp (packets without
-timestamps, a truncated file) or a seek does not land where the index says, decoding falls back to sequential and
-logs it once per file.
+a stream and the seek plan). method="auto" picks whichever decodes fewer frames (seeking by a margin), so
+sampling from a long video costs about what is sampled, not the video's length. With a frame index, H.264 and
+HEVC decoders also skip the unwanted non-reference frames (most B-frames), which no other frame needs, so short
+clips decode faster than frame by frame. All paths give bit-identical frames; when frames cannot be located by
+timestamp (packets without timestamps, a truncated file) or the decoder does not produce them where the index
+says, decoding falls back to sequential and logs it once per file.
+
+The frame index of an MP4/MOV comes from FFmpeg's index of the stream plus the file's composition offsets
+(`data.mp4_boxes`, milliseconds for an hour of video); other containers, fragmented MP4s and edit lists that cut
+frames are demuxed packet by packet (about 0.5 s per hour of 30 fps video). Frames an MP4 edit list cuts are
+decoded for reference but never output, so they are not counted.
 
 Frames are converted to RGB at native size by FFmpeg (as decord does), then resized to `size` ignoring aspect
 ratio with bicubic filtering: `resample="pil"` (default) is Pillow's `Image.resize(BICUBIC)`, exactly InternVL's
@@ -27,6 +33,7 @@ import contextlib
 import dataclasses
 import fractions
 import functools
+import itertools
 import logging
 import operator
 import os
@@ -35,11 +42,14 @@ import av
 import numpy as np
 
 from liteframe_jax.data.sampling import fixed_fps_indices, segment_middle_indices
-from liteframe_jax.data.video_index import FrameIndex, plan_seeks, prefer_seeking
+from liteframe_jax.data.mp4_boxes import read_sample_table
+from liteframe_jax.data.video_index import FrameIndex, plan_seeks, prefer_seeking, sequential_plan
 
 _AV_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, IndexError)
 DECODE_METHODS = ("auto", "sequential", "seek")
 _log = logging.getLogger(__name__)
+_AVINDEX_KEYFRAME, _AVINDEX_DISCARD_FRAME = 1, 2  # AVIndexEntry.flags bits
+_CHECKED_PACKETS = 64  # index entries / packets checked at each end of a stream
 _fallback_logged: set[str] = set()  # files whose fallback to sequential decoding was logged (once per file)
 
 # codec -> (pixel format, encoder options) used by write_video unless overridden.
@@ -118,6 +128,17 @@ def _count_packets(container, stream) -> int:
     return count
 
 
+def _discarded_frames(stream) -> int:
+    """Frames the container's index marks discard (an MP4 edit list that cuts the start or end: those frames are
+    decoded for reference, never output). Cuts sit at the ends, so only then are all entries counted."""
+    entries = stream.index_entries
+    n = len(entries)
+    ends = [entries[i] for i in (*range(min(n, _CHECKED_PACKETS)), *range(max(0, n - _CHECKED_PACKETS), n))]
+    if not any(e.is_discard for e in ends):
+        return 0
+    return sum(e.is_discard for e in entries)
+
+
 def probe_video(path) -> VideoInfo:
     """VideoInfo of the first video stream, from container metadata (frames are not decoded; when the container
     has no frame count the packets are counted). A truncated file may report more frames than can be decoded;
@@ -125,7 +146,7 @@ def probe_video(path) -> VideoInfo:
     or a stream with no frames."""
     p = os.fspath(path)
     with _open_video(p) as (container, stream):
-        num_frames = stream.frames or _count_packets(container, stream)
+        num_frames = (stream.frames - _discarded_frames(stream)) if stream.frames else _count_packets(container, stream)
         if num_frames <= 0:
             raise VideoDecodeError(p, "the video stream has no frames")
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -201,13 +222,15 @@ def decode_frames(path, indices, size: tuple[int, int] | None = (448, 448), thre
         index = frame_index(p)
         if index is not None:
             plan = plan_seeks(index, wanted)
-        if plan is not None and (method == "seek" or prefer_seeking(plan, wanted)):
+        if plan is not None and method == "auto" and not prefer_seeking(plan, wanted):
+            plan = sequential_plan(wanted)  # from the start, still skipping what no wanted frame needs
+        if plan is not None:
             with _open_video(p, threads) as (container, stream):
                 found = _decode_planned(container, stream, index, plan, resize)
             if found is not None:
                 return np.stack([found[i] for i in wanted])
-            _log_fallback(p, "a seek did not land where the frame index says")
-        elif plan is None and method == "seek":
+            _log_fallback(p, "the decoder did not produce the frames where the frame index says")
+        elif method == "seek":
             _log_fallback(p, "frames cannot be located by timestamp")
     return _decode_sequential(p, wanted, threads, resize)
 
@@ -219,9 +242,9 @@ def _log_fallback(path: str, reason: str) -> None:
 
 
 def frame_index(path) -> FrameIndex | None:
-    """The frame index of the first video stream (`data.video_index`), from its packets (no decoding); None when
-    frames cannot be located by timestamp or the file cannot be read to its end. Cached per file (path, size,
-    modification time), so sampling a video again does not demux it again."""
+    """The frame index of the first video stream (`data.video_index`), from an MP4's tables or from its packets (no
+    decoding); None when frames cannot be located by timestamp or the file cannot be read to its end. Cached per
+    file (path, size, modification time), so sampling a video again does not index it again."""
     p = os.fspath(path)
     try:
         st = os.stat(p)
@@ -240,29 +263,91 @@ def _frame_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex | Non
     del size, mtime_ns  # cache key only: a rewritten file is indexed again
     try:
         with _open_video(path, threads=1) as (container, stream):
-            packets = []
-            for packet in container.demux(stream):
-                if packet.size > 0:  # the final flush packet is empty
-                    packets.append((packet.pts, bool(packet.is_keyframe)))
-            expected = stream.frames
+            index = _index_from_sample_table(path, container, stream)
+        if index is not None:
+            return index
+        with _open_video(path, threads=1) as (container, stream):
+            return _index_from_packets(container, stream)
     except (VideoDecodeError, *_AV_ERRORS):
         return None
-    if expected and expected != len(packets):
+
+
+def _index_from_packets(container, stream) -> FrameIndex | None:
+    """The frame index from every packet's pts and keyframe flag (demuxes the whole stream). Packets flagged
+    discard (cut by an MP4 edit list) are decoded for reference but never output: they are not frames."""
+    packets, count = [], 0
+    for packet in container.demux(stream):
+        if packet.size > 0:  # the final flush packet is empty
+            count += 1
+            if not packet.is_discard:
+                packets.append((packet.pts, bool(packet.is_keyframe)))
+    if stream.frames and stream.frames != count:
         return None
     return FrameIndex.from_packets(packets)
 
 
+def _index_from_sample_table(path: str, container, stream) -> FrameIndex | None:
+    """The frame index of an MP4/MOV stream without demuxing it: decode timestamps and keyframe flags from
+    FFmpeg's index of the stream, composition offsets from the file's `ctts` (`data.mp4_boxes`). FFmpeg shifts
+    timestamps by constants (edit lists, negative offsets); the shift is read off the first packets and checked
+    on the packets of the first and last GOP. None whenever the tables do not describe every packet exactly
+    (fragments, trimming edit lists, sample groups, another container): the caller demuxes instead."""
+    if not {"mov", "mp4"} & set(container.format.name.split(",")):
+        return None
+    table = read_sample_table(path, stream.id)
+    if table is None or table.has_sample_groups or stream.time_base != fractions.Fraction(1, table.timescale):
+        return None
+    entries = stream.index_entries
+    n = len(entries)
+    if n == 0 or n != table.num_samples or n != stream.frames:
+        return None
+    dts, flags = np.array([(e.timestamp, e.flags) for e in entries], np.int64).T
+    if np.any(flags & _AVINDEX_DISCARD_FRAME) or np.any(np.diff(dts) <= 0):
+        return None
+    pts = dts + table.composition_offsets
+    keyframe = (flags & _AVINDEX_KEYFRAME) != 0
+    shifts = set()
+
+    def check(packets) -> bool:
+        for packet in packets:
+            if packet.size == 0:
+                continue
+            if packet.pts is None or packet.dts is None:
+                return False
+            i = int(np.searchsorted(dts, packet.dts - dts_shift))
+            if i >= n or dts[i] != packet.dts - dts_shift or bool(packet.is_keyframe) != keyframe[i]:
+                return False
+            shifts.add(packet.pts - int(pts[i]))
+        return len(shifts) == 1
+
+    head = [p for p in itertools.islice(container.demux(stream), _CHECKED_PACKETS) if p.size > 0]
+    if not head or head[0].dts is None:
+        return None
+    dts_shift = head[0].dts - int(dts[0])
+    if not check(head):
+        return None
+    last_key = int(np.flatnonzero(keyframe)[-1]) if keyframe.any() else 0
+    container.seek(int(dts[last_key] + dts_shift), stream=stream, backward=True, any_frame=False)
+    if not check(container.demux(stream)):
+        return None
+    return FrameIndex.from_arrays(pts + shifts.pop(), keyframe)
+
+
 def _decode_planned(container, stream, index: FrameIndex, plan, resize) -> dict[int, np.ndarray] | None:
-    """{frame number: resized RGB} for plan.frames, following the plan's seeks; None when the decoder does not
-    produce the frames where the index says (the caller then decodes sequentially)."""
+    """{frame number: resized RGB} for plan.frames, following the plan's seeks (a plan starting without a seek
+    decodes from the start); None when the decoder does not produce the frames where the index says (the caller
+    then decodes sequentially). The decoder skips the non-reference frames (e.g. most B-frames) that are not
+    wanted: no other frame depends on them, so the wanted frames stay bit-identical."""
     found: dict[int, np.ndarray] = {}
+    wanted_pts = {int(index.pts[f]) for f in plan.frames}
     frames = None
     floor = 0
     try:
         for want, key in zip(plan.frames, plan.seeks):
             if key is not None:
                 container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
-                frames, floor = container.decode(stream), key
+            if key is not None or frames is None:
+                frames, floor = _decode_skipping(container, stream, wanted_pts), key or 0
             for frame in frames:
                 n = None if frame.pts is None else index.frame_of_pts(frame.pts)
                 if n is None or n > want:
@@ -276,7 +361,29 @@ def _decode_planned(container, stream, index: FrameIndex, plan, resize) -> dict[
                 return None
     except _AV_ERRORS:
         return None
+    finally:
+        stream.codec_context.skip_frame = "DEFAULT"
     return found
+
+
+# Decoders that apply skip_frame when a packet is decoded (not when a frame is returned, as libdav1d does, which
+# would drop a wanted frame still queued inside the decoder).
+_SKIPPING_DECODERS = frozenset({"h264", "hevc"})
+
+
+def _decode_skipping(container, stream, wanted_pts: set[int]):
+    """Frames decoded from the demuxer's position, telling the decoder to skip non-reference frames (FFmpeg's
+    skip_frame=NONREF) for every packet whose pts is not wanted (H.264 and HEVC; other codecs decode all)."""
+    context = stream.codec_context
+    if context.name not in _SKIPPING_DECODERS:
+        yield from container.decode(stream)
+        return
+    skip = None
+    for packet in container.demux(stream):
+        mode = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
+        if mode != skip:
+            context.skip_frame = skip = mode
+        yield from packet.decode()
 
 
 def _decode_sequential(p: str, wanted: list[int], threads: int, resize) -> np.ndarray:

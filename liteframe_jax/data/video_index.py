@@ -1,8 +1,9 @@
 """Where each frame of a video stream is, without decoding: the frame index and the seek plan built from it.
 
 Frame i of a video is the i-th frame the decoder outputs when it decodes from the start. Decoders output frames in
-presentation order, one per packet, so frame i is the packet with the i-th smallest presentation timestamp (pts);
-demuxing (reading packets, no decoding) gives every packet's pts and keyframe flag. That holds for B-frames, open
+presentation order, one per packet (packets a container marks discard are decoded but never output), so frame i is
+the output packet with the i-th smallest presentation timestamp (pts); demuxing (reading packets, no decoding), or
+an MP4's sample tables, give every packet's pts and keyframe flag. That holds for B-frames, open
 GOPs, variable frame rates and non-zero start times alike. `FrameIndex.from_packets` refuses streams where it
 cannot be sure (a packet without pts, repeated pts): callers then decode sequentially.
 
@@ -44,14 +45,22 @@ class FrameIndex:
         (no packets, a packet without pts, or two packets with the same pts)."""
         if not packets or any(p is None for p, _ in packets):
             return None
-        pts = np.asarray([p for p, _ in packets], np.int64)
+        return cls.from_arrays(np.asarray([p for p, _ in packets], np.int64),
+                               np.asarray([k for _, k in packets], bool))
+
+    @classmethod
+    def from_arrays(cls, pts: np.ndarray, is_keyframe: np.ndarray) -> "FrameIndex | None":
+        """From pts (N,) int64 and keyframe flags (N,) bool of every video packet in file order; None when there
+        are no packets or two share a pts."""
+        if pts.size == 0 or pts.shape != is_keyframe.shape:
+            return None
         order = np.argsort(pts, kind="stable")
         sorted_pts = pts[order]
         if np.any(sorted_pts[1:] == sorted_pts[:-1]):
             return None
         frame_of_packet = np.empty_like(order)
         frame_of_packet[order] = np.arange(order.size)
-        keyframes = tuple(sorted(int(frame_of_packet[i]) for i, (_, key) in enumerate(packets) if key))
+        keyframes = tuple(int(f) for f in np.sort(frame_of_packet[is_keyframe]))
         return cls(sorted_pts, keyframes)
 
     def frame_of_pts(self, pts: int) -> int | None:
@@ -102,6 +111,12 @@ def plan_seeks(index: FrameIndex, wanted) -> SeekPlan | None:
             cost += seek
         position = w
     return SeekPlan(frames, tuple(seeks), cost)
+
+
+def sequential_plan(wanted) -> SeekPlan:
+    """The plan that never seeks: decode from the start through the last wanted frame."""
+    frames = tuple(sorted(set(int(w) for w in wanted)))
+    return SeekPlan(frames, (None,) * len(frames), sequential_cost(frames))
 
 
 def sequential_cost(wanted) -> int:
