@@ -11,10 +11,10 @@ repeated (remuxed with shifted timestamps, not re-encoded, so an hour takes seco
 segment's frame count so that every join is a keyframe; H.264 and VP9): same codec, size, GOP and decode cost
 per frame. For each video and each frame count T it samples T frames with InternVL's segment-middle rule and
 times, with one decode thread (per-core numbers), decoding them:
-  sequential  from the start to the last wanted frame;
-  seek        to the keyframe before each wanted frame (the frame index is built from the packets first, and that
-              time is included: the first sample of a video pays it);
-  auto        the library's default (whichever decodes fewer frames);
+  sequential  from the start to the last wanted frame, every frame (method="sequential": no frame index);
+  seek        to the keyframe before each wanted frame (the frame index is built first, from an MP4's tables or
+              the packets, and that time is included: the first sample of a video pays it);
+  auto        the library's default (whichever decodes fewer frames; both skip unwanted non-reference frames);
   decord      decord's VideoReader.get_batch, when the optional `decord` package is installed (never required).
 With --store it also times what the CTD loader does per clip at --store_size (decode or read, resize, normalize:
 `pipeline.ClipLoader`, un-augmented, one thread; and its uint8 stage alone, `frames_*`: decode or read + resize,
@@ -128,30 +128,38 @@ def repeat_video(source: Path, path: Path, copies: int, log=print) -> Path:
     return path
 
 
-def time_method(path: Path, indices: np.ndarray, method: str, repeats: int) -> tuple[float, np.ndarray]:
-    """Median seconds of decoding `indices` (native size, one thread) with `method`, the index cache cleared
-    before every run; and the frames."""
-    times, frames = [], None
-    for _ in range(repeats):
+def decode_with(path: Path, indices: np.ndarray, method: str):
+    """A run of decoding `indices` (native size, one thread) with `method`, the index cache cleared first (as
+    for a video not seen before)."""
+    def run():
         video.clear_index_cache()
-        t0 = time.perf_counter()
-        frames = video.decode_frames(path, indices, size=None, threads=1, method=method)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), frames
+        return video.decode_frames(path, indices, size=None, threads=1, method=method)
+    return run
 
 
-def time_decord(path: Path, indices: np.ndarray, repeats: int):
-    """(median seconds, frames) with decord, or None when decord is not installed."""
+def decord_with(path: Path, indices: np.ndarray):
+    """A run of decord's get_batch on `indices`, or None when decord is not installed."""
     try:
         import decord
     except ImportError:
         return None
-    times, frames = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        frames = decord.VideoReader(str(path), num_threads=1).get_batch(list(indices)).asnumpy()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), frames
+    return lambda: decord.VideoReader(str(path), num_threads=1).get_batch(list(indices)).asnumpy()
+
+
+def time_interleaved(runs: dict, repeats: int, once: frozenset = frozenset()) -> dict:
+    """{name: (median seconds, last output)} of the callables in `runs`, timed round-robin (one run of each per
+    round, `repeats` rounds; names in `once` in the first round only), so that a slow spell of the machine
+    (page reclaim, another process) hits every method alike instead of one method's block of runs."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    outputs = {}
+    for r in range(repeats):
+        for name, run in runs.items():
+            if r and name in once:
+                continue
+            t0 = time.perf_counter()
+            outputs[name] = run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (float(np.median(times[name])), outputs[name]) for name in runs}
 
 
 STORE_VARIANTS = {"store_native": ("native", "raw"), "store_resized": ("config", "raw"),
@@ -258,18 +266,21 @@ def main(argv):
                     continue
                 idx = segment_middle_indices(n, t)
                 row = {"codec": codec, "minutes": m, "frames": t, "gop": f.gop}
-                reference = None
-                for method in ("sequential", "seek", "auto"):
-                    once = method == "sequential" and m > f.sequential_max_minutes  # minutes per run
-                    sec, frames = time_method(path, idx, method, 1 if once else f.repeats)
-                    reference = frames if reference is None else reference
-                    if not np.array_equal(frames, reference):
+                runs = {method: decode_with(path, idx, method) for method in ("sequential", "seek", "auto")}
+                if (dec := decord_with(path, idx)) is not None:
+                    runs["decord"] = dec
+                # sequential decoding of a long video takes minutes per run: once
+                once = frozenset({"sequential"} if m > f.sequential_max_minutes else ())
+                timed = time_interleaved(runs, f.repeats, once)
+                reference = timed["sequential"][1]
+                for method in ("seek", "auto"):
+                    if not np.array_equal(timed[method][1], reference):
                         return cli_error(f"{method} frames differ from sequential decoding for {path.name}")
-                    row[method] = sec
-                dec = time_decord(path, idx, f.repeats)
-                row["decord"] = None if dec is None else dec[0]
-                if dec is not None:
-                    row["decord_max_abs_diff"] = int(np.abs(dec[1].astype(int) - reference.astype(int)).max())
+                row.update({method: timed[method][0] for method in ("sequential", "seek", "auto")})
+                row["decord"] = timed["decord"][0] if "decord" in timed else None
+                if "decord" in timed:
+                    row["decord_max_abs_diff"] = int(np.abs(timed["decord"][1].astype(int)
+                                                            - reference.astype(int)).max())
                 row["speedup_auto_vs_sequential"] = row["sequential"] / row["auto"]
                 if f.store:
                     row.update(time_loader(path, t, (f.store_size, f.store_size), f.repeats, video_dir))

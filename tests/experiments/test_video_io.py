@@ -23,10 +23,21 @@ def test_every_method_is_timed_on_the_same_frames(tmp_path):
     path = video_io.make_video(tmp_path / "b.webm", minutes=0.05, codec="vp9", gop=30, size=(48, 64),
                                log=lambda _: None)
     idx = segment_middle_indices(90, 4)
-    results = {m: video_io.time_method(path, idx, m, repeats=1) for m in ("sequential", "seek", "auto")}
+    calls = []
+
+    def counted(name, run):
+        def wrapper():
+            calls.append(name)
+            return run()
+        return wrapper
+
+    runs = {m: counted(m, video_io.decode_with(path, idx, m)) for m in ("sequential", "seek", "auto")}
+    results = video_io.time_interleaved(runs, repeats=3, once=frozenset({"sequential"}))
     for seconds, frames in results.values():
         assert seconds > 0
         np.testing.assert_array_equal(frames, results["sequential"][1])
+    # round-robin, the slow method in the first round only
+    assert calls == ["sequential", "seek", "auto", "seek", "auto", "seek", "auto"]
 
 
 def test_cores_needed_scales_with_the_accelerator_rate():
