@@ -131,10 +131,10 @@ def repeat_video(source: Path, path: Path, copies: int, log=print) -> Path:
 def decode_with(path: Path, indices: np.ndarray, method: str):
     """A run of decoding `indices` (native size, one thread) with `method`, the index cache cleared first (as
     for a video not seen before)."""
-    def run():
+    def decode():
         video.clear_index_cache()
         return video.decode_frames(path, indices, size=None, threads=1, method=method)
-    return run
+    return decode
 
 
 def decord_with(path: Path, indices: np.ndarray):
@@ -153,11 +153,11 @@ def time_interleaved(runs: dict, repeats: int, once: frozenset = frozenset()) ->
     times: dict[str, list[float]] = {name: [] for name in runs}
     outputs = {}
     for r in range(repeats):
-        for name, run in runs.items():
+        for name, call in runs.items():
             if r and name in once:
                 continue
             t0 = time.perf_counter()
-            outputs[name] = run()
+            outputs[name] = call()
             times[name].append(time.perf_counter() - t0)
     return {name: (float(np.median(times[name])), outputs[name]) for name in runs}
 
