@@ -37,19 +37,27 @@ class SampleTable:
     has_sample_groups: bool
 
 
+def _box_header(head, pos: int, end: int) -> tuple[bytes, int, int]:
+    """(type, header bytes, box size) of the box whose header is at head[pos:], its parent ending at `end`
+    (offsets in the same coordinates); _Malformed when the header is cut or the box overruns its parent."""
+    if pos + 8 > len(head):
+        raise _Malformed("truncated box header")
+    size, kind = struct.unpack_from(">I4s", head, pos)
+    header = 8
+    if size == 1:
+        if pos + 16 > len(head):
+            raise _Malformed("truncated box header")
+        size, header = struct.unpack_from(">Q", head, pos + 8)[0], 16
+    elif size == 0:  # to the end of the parent
+        size = end - pos
+    return kind, header, size
+
+
 def _boxes(buf: memoryview, start: int, end: int):
     """(type, payload start, box end) of the boxes in buf[start:end]."""
     pos = start
     while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", buf, pos)
-        header = 8
-        if size == 1:
-            if pos + 16 > end:
-                raise _Malformed("truncated box header")
-            size = struct.unpack_from(">Q", buf, pos + 8)[0]
-            header = 16
-        elif size == 0:
-            size = end - pos
+        kind, header, size = _box_header(buf, pos, end)
         if size < header or pos + size > end:
             raise _Malformed(f"box {kind!r} of {size} bytes at {pos} overruns its parent")
         yield kind, pos + header, pos + size
@@ -64,23 +72,15 @@ def _child(buf, start, end, kind):
 
 
 def _read_moov(path) -> bytes | None:
-    """The top-level `moov` box's payload, None when there is none (scans box headers, skipping `mdat`)."""
+    """The top-level `moov` box's payload, None when there is none (reads box headers only, skipping `mdat`)."""
     with open(path, "rb") as f:
         file_size = os.fstat(f.fileno()).st_size
         pos = 0
         while pos + 8 <= file_size:
             f.seek(pos)
             head = f.read(16)
-            if len(head) < 8:
-                return None
-            size, kind = struct.unpack_from(">I4s", head)
-            header = 8
-            if size == 1:
-                if len(head) < 16:
-                    return None
-                size, header = struct.unpack_from(">Q", head, 8)[0], 16
-            elif size == 0:
-                size = file_size - pos
+            # header offsets relative to `pos`: the parent (the file) ends file_size - pos bytes on
+            kind, header, size = _box_header(head, 0, file_size - pos)
             if size < header or pos + size > file_size:
                 return None
             if kind == b"moov":

@@ -306,9 +306,13 @@ def _index_from_sample_table(path: str, container, stream) -> FrameIndex | None:
         return None
     pts = dts + table.composition_offsets
     keyframe = (flags & _AVINDEX_KEYFRAME) != 0
-    shifts = set()
+    head = [p for p in itertools.islice(container.demux(stream), _CHECKED_PACKETS) if p.size > 0]
+    if not head or head[0].dts is None:
+        return None
+    dts_shift = head[0].dts - int(dts[0])
+    shifts: set[int] = set()  # packet pts - table pts: one constant when the table describes the packets
 
-    def check(packets) -> bool:
+    def agrees(packets) -> bool:
         for packet in packets:
             if packet.size == 0:
                 continue
@@ -320,15 +324,11 @@ def _index_from_sample_table(path: str, container, stream) -> FrameIndex | None:
             shifts.add(packet.pts - int(pts[i]))
         return len(shifts) == 1
 
-    head = [p for p in itertools.islice(container.demux(stream), _CHECKED_PACKETS) if p.size > 0]
-    if not head or head[0].dts is None:
-        return None
-    dts_shift = head[0].dts - int(dts[0])
-    if not check(head):
+    if not agrees(head):
         return None
     last_key = int(np.flatnonzero(keyframe)[-1]) if keyframe.any() else 0
     container.seek(int(dts[last_key] + dts_shift), stream=stream, backward=True, any_frame=False)
-    if not check(container.demux(stream)):
+    if not agrees(container.demux(stream)):
         return None
     return FrameIndex.from_arrays(pts + shifts.pop(), keyframe)
 
