@@ -1,8 +1,8 @@
 """Video decoding speed: sequential decoding vs seeking vs the automatic choice, on videos this script makes.
 
     python -m experiments.video_io [--minutes 0.25,5,60] [--codecs h264,hevc,vp9] [--gop 120] [--frames 16,64,512]
-        [--size 854x480] [--repeats 3] [--video_dir DIR] [--out FILE.json] [--store [--store_size 448]]
-        [--lma_frames 64] [--accel_tflops 989 --mfu 0.4]
+        [--size 854x480] [--repeats 3] [--short_repeats 21] [--video_dir DIR] [--out FILE.json]
+        [--store [--store_size 448]] [--lma_frames 64] [--accel_tflops 989 --mfu 0.4]
 
 Makes one test video per (length, codec) in --video_dir (kept and reused: encoding a long video takes minutes):
 a textured, slowly panning background with moving shapes and sensor noise at --size and 30 fps, keyframes every
@@ -22,7 +22,9 @@ without the float normalization both share): decoding the video (`loader_decode`
 from a frame store written by experiments.extract_frames: native frames raw (`store_native`, resized when read),
 frames stored resized (`store_resized`) and native JPEG (`store_jpeg`), with each store's bytes per clip; the
 raw stores must give the decoded clip bit for bit. The store is read warm (page cache): disk reads are not timed.
-Frames are checked identical between the methods. It reports seconds per clip and clips/s per core, and how many
+Frames are checked identical between the methods. Clips under SHORT_MINUTES take --short_repeats rounds
+(a fraction of a second each, where one slow spell of the machine moves a median of a few runs by 30% or more).
+It reports seconds per clip and clips/s per core, and how many
 CPU cores one accelerator needs to keep the CTD step fed at a stated rate (--accel_tflops x --mfu against the
 step's analytic FLOPs per clip, experiments/flops.py: CTD of configs/ctd.py:8b at 16 frames; LMA of the 87M student
 and InternVL3-8B's LLM at --lma_frames, the projector and the LLM trained, in the prompt layout of
@@ -53,6 +55,7 @@ CODECS = {"h264": ("libx264", "mp4", {"preset": "ultrafast", "bf": "2", "x264-pa
           "av1": ("libsvtav1", "mkv", {"preset": "12"})}
 FPS = 30
 SEGMENT_MINUTES = 5.0
+SHORT_MINUTES = 1.0  # videos this short are timed --short_repeats rounds
 REPEATABLE = ("h264", "vp9")  # closed GOPs: a copy of the segment after another decodes as it does alone
 
 
@@ -250,9 +253,10 @@ def main(argv):
         return cli_error(f"--minutes, --frames must be numbers and --size WIDTHxHEIGHT, got {f.minutes} "
                          f"{f.frames} {f.size}")
     unknown = [c for c in f.codecs if c not in CODECS]
-    if unknown or any(m <= 0 for m in minutes) or any(t < 1 for t in counts) or f.gop < 1 or f.repeats < 1:
+    if (unknown or any(m <= 0 for m in minutes) or any(t < 1 for t in counts) or f.gop < 1
+            or min(f.repeats, f.short_repeats) < 1):
         return cli_error(f"unknown --codecs {unknown} (known: {sorted(CODECS)}), or a non-positive --minutes, "
-                         "--frames, --gop or --repeats")
+                         "--frames, --gop, --repeats or --short_repeats")
     video_dir = Path(f.video_dir)
     video_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -271,7 +275,8 @@ def main(argv):
                     runs["decord"] = dec
                 # sequential decoding of a long video takes minutes per run: once
                 once = frozenset({"sequential"} if m > f.sequential_max_minutes else ())
-                timed = time_interleaved(runs, f.repeats, once)
+                repeats = f.short_repeats if m < SHORT_MINUTES else f.repeats
+                timed = time_interleaved(runs, repeats, once)
                 reference = timed["sequential"][1]
                 for method in ("seek", "auto"):
                     if not np.array_equal(timed[method][1], reference):
@@ -283,7 +288,7 @@ def main(argv):
                                                             - reference.astype(int)).max())
                 row["speedup_auto_vs_sequential"] = row["sequential"] / row["auto"]
                 if f.store:
-                    row.update(time_loader(path, t, (f.store_size, f.store_size), f.repeats, video_dir))
+                    row.update(time_loader(path, t, (f.store_size, f.store_size), repeats, video_dir))
                     for name in STORE_VARIANTS:
                         if STORE_VARIANTS[name][1] == "raw" and row[f"{name}_max_abs_diff"] != 0:
                             return cli_error(f"{name} clip differs from the decoded one for {path.name}")
@@ -330,6 +335,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("lma_frames", 64, "Frames per clip of the LMA step in the feeding estimate.")
     flags.DEFINE_string("size", "854x480", "Video size WIDTHxHEIGHT.")
     flags.DEFINE_integer("repeats", 3, "Timed runs per method (median).")
+    flags.DEFINE_integer("short_repeats", 21, f"Timed runs per method for videos under {SHORT_MINUTES:g} minute "
+                         "(median; their runs are short and noisy).")
     flags.DEFINE_float("sequential_max_minutes", 10.0, "Longer videos time sequential decoding once, not --repeats "
                        "times (it decodes the whole video).")
     flags.DEFINE_string("video_dir", "runs/video_io", "Where the test videos are made and kept.")
