@@ -23,7 +23,6 @@ Exits non-zero when a parity check fails.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -61,16 +60,6 @@ def rel_err(a, b) -> float:
     import numpy as np
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion correct / n."""
-    if n == 0:
-        return math.nan, math.nan
-    p = correct / n
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def test_split():
@@ -209,7 +198,7 @@ def evaluate_row(name: str, encoder: str, model, frames: int, test, summary_rows
     from liteframe_jax.data.evidence import evidence_ceiling
     from liteframe_jax.data.frames import normalize_frames
     from liteframe_jax.data.qa_pipeline import PromptLayout, prompt_ids, question_text, record_frames
-    from liteframe_jax.evaluate import evaluate_benchmark
+    from liteframe_jax.evaluate import evaluate_benchmark, wilson
 
     log("5/8", f"evaluating {name} at {frames} frames on {len(test)} held-out questions")
     result = evaluate_benchmark(model, test, frames, method="loglik_text", system_message=None, batch_size=16)
@@ -239,7 +228,7 @@ def shuffled_control(model, frames: int, test) -> dict:
     come from the video, accuracy falls to chance on the visual tasks."""
     import dataclasses
 
-    from liteframe_jax.evaluate import evaluate_benchmark
+    from liteframe_jax.evaluate import evaluate_benchmark, wilson
 
     clips = {}
     for r in test:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import math
 import os
 import re
 import sys
@@ -66,6 +67,17 @@ _LETTER = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])")
 _WORD_AFTER = re.compile(r"\s+[a-z]")
 _LONE = re.compile(r"^\W*([A-Za-z])\W*$")
 THINK_START, THINK_END = "<think>", "</think>"
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval (low, high) of a proportion correct / n (nan, nan when n = 0)."""
+    if n == 0:
+        return math.nan, math.nan
+    p = correct / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
 
 
 # ------------------------------------------------------------------------------------------------ parsing

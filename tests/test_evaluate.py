@@ -15,7 +15,7 @@ from liteframe_jax.data.prompts import encode_prompt
 from liteframe_jax.data.qa_pipeline import prompt_ids, question_text
 from liteframe_jax.data.synthetic import SyntheticVideoSpec
 from liteframe_jax.data.video_qa import LETTERS, QARecord, build_synthetic_benchmark, write_records
-from liteframe_jax.evaluate import _loglik_batch, evaluate_benchmark, parse_choice, strip_thinking
+from liteframe_jax.evaluate import _loglik_batch, evaluate_benchmark, parse_choice, strip_thinking, wilson
 from liteframe_jax.generate import answer, clip_pixels, load_model, prompt_layout
 from tests.test_generate import build_tiny_checkpoints, cli_env
 
@@ -269,3 +269,10 @@ def test_cli_reads_an_mlvu_folder_and_reports_its_macro_average_and_missing_vide
     assert result["aggregate"]["groups"]["question_type"]["plotQA"]["total"] == 3
     assert "mean accuracy over question_type (2)" in out.stdout
     assert "1 questions skipped: video not found" in out.stderr
+
+
+def test_wilson_interval_matches_known_values():
+    lo, hi = wilson(8, 10)  # 0.8 of 10: the textbook Wilson interval is [0.490, 0.943]
+    assert abs(lo - 0.490) < 1e-3 and abs(hi - 0.943) < 1e-3
+    lo, hi = wilson(0, 20)
+    assert lo == 0 and abs(hi - 0.161) < 1e-3

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.quickstart import wilson
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,13 +37,6 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
     assert summary["control_shuffled_clips"]["n"] == 21
     assert (work / "comparison.png").stat().st_size > 1000 and (work / "comparison.txt").is_file()
     assert (work / "teacher_original" / "config.json").is_file() and (work / "liteframe_hf" / "config.json").is_file()
-
-
-def test_wilson_interval_matches_known_values():
-    lo, hi = wilson(8, 10)  # 0.8 of 10: the textbook Wilson interval is [0.490, 0.943]
-    assert abs(lo - 0.490) < 1e-3 and abs(hi - 0.943) < 1e-3
-    lo, hi = wilson(0, 20)
-    assert lo == 0 and abs(hi - 0.161) < 1e-3
 
 
 def test_quickstart_help_exits_zero_and_bad_flags_fail():
