@@ -2,7 +2,9 @@
 "shapes" kind): what happens is only seen by a frame sample that is dense enough.
 
 A clip (default 128 frames of 112 x 112 pixels at 8 fps) shows, over a grey background as in synthetic.py:
-  * a persistent object, visible and static in every frame, in one quadrant of the frame;
+  * a persistent object, visible and static in every frame, in one quadrant of the frame (with
+    show_persistent=False it is not drawn: the clip has only the brief events and the flashes; everything else is
+    the same clip);
   * a repeated object that appears `repeats` times (0..MAX_REPEATS), each time briefly;
   * NUM_SINGLES one-off objects, each appearing once, briefly;
   (each brief appearance is inside one of the three quadrants the persistent object leaves free; with
@@ -53,8 +55,8 @@ class EventVideoSpec:
     """Clip shape and event timing. kind is always "events" (it names the kind in a record's `synthetic` dict);
     size is H = W in pixels; events last min_event_frames..max_event_frames frames with at least min_gap_frames
     between two and are drawn in a free quadrant or (event_size="large") large over the frame's centre;
-    1..max_flashes screen flashes of flash_frames frames each (max_flashes=0: none);
-    background_noise and fps as in SyntheticVideoSpec."""
+    1..max_flashes screen flashes of flash_frames frames each (max_flashes=0: none); show_persistent=False leaves
+    the persistent object out; background_noise and fps as in SyntheticVideoSpec."""
 
     kind: str = KIND
     num_frames: int = 128
@@ -68,12 +70,15 @@ class EventVideoSpec:
     max_flashes: int = MAX_FLASHES
     flash_frames: int = 6
     event_size: str = "quadrant"
+    show_persistent: bool = True
 
     def __post_init__(self):
         if self.kind != KIND:
             raise ValueError(f"kind must be {KIND!r}, got {self.kind!r}")
         if self.event_size not in EVENT_SIZES:
             raise ValueError(f"event_size must be one of {EVENT_SIZES}, got {self.event_size!r}")
+        if not isinstance(self.show_persistent, bool):
+            raise ValueError(f"show_persistent must be True or False, got {self.show_persistent!r}")
         check_render_fields(self)
         if not 1 <= self.min_event_frames <= self.max_event_frames or self.min_gap_frames < 1:
             raise ValueError(f"need 1 <= min_event_frames <= max_event_frames and min_gap_frames >= 1, got "
@@ -113,14 +118,15 @@ class SyntheticEvent:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EventVideo:
-    """A rendered clip: frames uint8 (T, H, W, 3); the persistent object (an event spanning all frames); the
-    brief events sorted by start; the colour and shape of the repeated object (drawn in `repeats` of the events,
-    possibly none); the screen flashes sorted by start (full-frame boxes, all of one colour)."""
+    """A rendered clip: frames uint8 (T, H, W, 3); the persistent object (an event spanning all frames; None
+    when the spec does not show it); the brief events sorted by start; the colour and shape of the repeated
+    object (drawn in `repeats` of the events, possibly none); the screen flashes sorted by start (full-frame
+    boxes, all of one colour)."""
 
     index: int
     spec: EventVideoSpec
     frames: np.ndarray
-    persistent: SyntheticEvent
+    persistent: SyntheticEvent | None
     events: tuple[SyntheticEvent, ...]
     repeated: tuple[str, str]
     background_level: int
@@ -150,7 +156,7 @@ class EventVideo:
             "fps": self.spec.fps,
             "background": "textured" if self.spec.background_noise else "plain",
             "background_level": self.background_level,
-            "persistent": self.persistent.to_dict(),
+            "persistent": None if self.persistent is None else self.persistent.to_dict(),
             "repeated": {"color": self.repeated[0], "shape": self.repeated[1],
                          "repeats": len(self.appearances(self.repeated[0]))},
             "events": [e.to_dict() for e in self.events],
@@ -227,7 +233,9 @@ def make_event_video(index: int, spec: EventVideoSpec = EventVideoSpec()) -> Eve
                    for k, s, d, box in zip(who, starts, durations, boxes))
     level = int(rng.integers(25, 70))
     flashes = _flashes(spec, index, colors)
-    frames = _render(spec, (*events, persistent), flashes, level, rng)
+    if not spec.show_persistent:  # drawn from the same random draws, then left out
+        persistent = None
+    frames = _render(spec, (*events, *([persistent] if persistent else [])), flashes, level, rng)
     return EventVideo(index, spec, frames, persistent, events, (colors[1], shapes[1]), level, flashes)
 
 

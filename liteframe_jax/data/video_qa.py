@@ -114,6 +114,8 @@ def _check_spec_dict(synthetic: dict) -> SyntheticVideoSpec | EventVideoSpec:
             _require(_is_number(value), f"synthetic.fps must be a number, got {value!r}")
         elif key == "event_size":
             _require(isinstance(value, str), f"synthetic.event_size must be a string, got {value!r}")
+        elif key == "show_persistent":
+            _require(isinstance(value, bool), f"synthetic.show_persistent must be true or false, got {value!r}")
         elif key != "kind":
             _require(isinstance(value, int) and not isinstance(value, bool),
                      f"synthetic.{key} must be an integer, got {value!r}")
@@ -439,12 +441,14 @@ def synthetic_questions(video: SyntheticVideo, rng: np.random.Generator) -> list
 def event_questions(video: EventVideo, rng: np.random.Generator) -> list[QARecord]:
     """Multiple-choice questions about one events clip (module doc), one per task, with their evidence:
     event_count about the repeated object (options 0..3), event_order over the one-off objects plus one absent
-    object, event_presence with one one-off object and three absent ones, persistent_color and persistent_shape,
+    object, event_presence with one one-off object and three absent ones, persistent_color and persistent_shape
+    (when the clip shows its persistent object),
     and when the clip has flashes flash_color (against absent and one-off colours) and flash_count (1..4).
     Absent objects have colours nothing in the clip has, so exactly one option is right."""
     persistent, singles, t_total = video.persistent, video.singles, video.spec.num_frames
     flashes = video.flashes
-    used = {persistent.color, video.repeated[0], *(e.color for e in singles), *(f.color for f in flashes)}
+    used = {*([persistent.color] if persistent else []), video.repeated[0], *(e.color for e in singles),
+            *(f.color for f in flashes)}
     unused = [c for c in PALETTE if c not in used]
     absent = [describe(unused[i], SHAPES[rng.integers(len(SHAPES))]) for i in rng.permutation(len(unused))]
     records = []
@@ -465,13 +469,14 @@ def event_questions(video: EventVideo, rng: np.random.Generator) -> list[QARecor
     records.append(_choice_record(video, "event_presence", EVENT_QUESTION_TEMPLATES["event_presence"],
                                   describe(present.color, present.shape), absent, rng, [present.frames]))
 
-    everywhere = [list(range(t_total))]
-    question = EVENT_QUESTION_TEMPLATES["persistent_color"].format(shape=persistent.shape)
-    records.append(_choice_record(video, "persistent_color", question, persistent.color, list(PALETTE), rng,
-                                  everywhere))
-    question = EVENT_QUESTION_TEMPLATES["persistent_shape"].format(color=persistent.color)
-    records.append(_choice_record(video, "persistent_shape", question, persistent.shape, list(SHAPES), rng,
-                                  everywhere))
+    if persistent is not None:
+        everywhere = [list(range(t_total))]
+        question = EVENT_QUESTION_TEMPLATES["persistent_color"].format(shape=persistent.shape)
+        records.append(_choice_record(video, "persistent_color", question, persistent.color, list(PALETTE), rng,
+                                      everywhere))
+        question = EVENT_QUESTION_TEMPLATES["persistent_shape"].format(color=persistent.color)
+        records.append(_choice_record(video, "persistent_shape", question, persistent.shape, list(SHAPES), rng,
+                                      everywhere))
     if flashes:
         color = flashes[0].color
         records.append(_choice_record(video, "flash_color", EVENT_QUESTION_TEMPLATES["flash_color"], color,

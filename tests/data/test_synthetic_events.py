@@ -116,6 +116,18 @@ def test_switching_flashes_off_leaves_the_rest_of_the_clip_unchanged():
         assert not np.array_equal(with_flashes.frames[~still], without.frames[~still])
 
 
+def test_leaving_the_persistent_object_out_changes_only_its_pixels():
+    for i in range(5):
+        shown, hidden = make_event_video(i, SPEC), make_event_video(i, EventVideoSpec(show_persistent=False))
+        assert hidden.persistent is None and hidden.attributes()["persistent"] is None
+        assert (shown.events, shown.flashes, shown.repeated) == (hidden.events, hidden.flashes, hidden.repeated)
+        x0, y0, x1, y1 = shown.persistent.box
+        inside = np.zeros(shown.frames.shape[1:3], bool)
+        inside[y0:y1, x0:x1] = shape_mask(shown.persistent.shape, x1 - x0)
+        np.testing.assert_array_equal(shown.frames[:, ~inside], hidden.frames[:, ~inside])
+        assert not color_pixels(packed(hidden.frames), shown.persistent.color).any()
+
+
 def test_events_are_brief_ordered_and_separated(videos):
     for v in videos + [make_event_video(i, SMALL) for i in range(10)]:
         spec = v.spec
@@ -203,7 +215,7 @@ def test_event_starts_fill_the_clip_without_overlap():
                                     dict(min_event_frames=5, max_event_frames=4), dict(min_gap_frames=0),
                                     dict(num_frames=60), dict(background_noise=21), dict(seed=-1), dict(fps=0),
                                     dict(max_flashes=-1), dict(max_flashes=MAX_FLASHES + 1), dict(flash_frames=0),
-                                    dict(flash_frames=40), dict(event_size="huge")])
+                                    dict(flash_frames=40), dict(event_size="huge"), dict(show_persistent=1)])
 def test_spec_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         EventVideoSpec(**kwargs)

@@ -220,3 +220,21 @@ def test_pipeline_samples_an_events_record_at_the_teachers_resolution(records):
     frames = record_frames(records[0], 8, (56, 56))
     assert frames.shape == (8, 56, 56, 3) and frames.dtype == np.uint8
     assert json.loads(records[0].to_json())["synthetic"]["kind"] == "events"
+
+
+def test_clips_without_the_persistent_object_ask_no_persistent_question_and_round_trip(tmp_path):
+    spec = dataclasses.replace(SPEC, show_persistent=False)
+    records = build_synthetic_benchmark(spec, 10, seed=3)
+    assert {r.task for r in records} == TASKS - {"persistent_color", "persistent_shape"}
+    for r in by_task(records, "event_presence"):
+        pixels = synthetic_video_for(r).frames.astype(np.int32)
+        pixels = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
+        seen = {c for c, (red, g, b) in PALETTE.items() if (pixels == (red << 16 | g << 8 | b)).any()}
+        assert [color_of(o) in seen for o in r.options].count(True) == 1
+    write_records(tmp_path / "r.jsonl", records)
+    back, errors = read_records(tmp_path / "r.jsonl")
+    assert not errors and back == records and synthetic_video_for(back[0]).persistent is None
+    bad = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    bad["synthetic"]["show_persistent"] = 1
+    (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+    assert "show_persistent" in read_records(tmp_path / "bad.jsonl")[1][0][1]
