@@ -238,3 +238,14 @@ def test_clips_without_the_persistent_object_ask_no_persistent_question_and_roun
     bad["synthetic"]["show_persistent"] = 1
     (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
     assert "show_persistent" in read_records(tmp_path / "bad.jsonl")[1][0][1]
+
+
+def test_a_separated_train_split_asks_about_events_only_where_no_persistent_object_is_drawn():
+    train, test = synthetic_splits(SPEC, 6, 3, seed=3, separate_persistent=True)
+    plain_train, plain_test = synthetic_splits(SPEC, 6, 3, seed=3)
+    assert test == plain_test and len(train) == len(plain_train)
+    for r in train:
+        drawn = synthetic_video_for(r).persistent is not None
+        assert drawn == (r.task in ("persistent_color", "persistent_shape"))
+    with pytest.raises(ValueError, match="separate_persistent"):
+        synthetic_splits(SyntheticVideoSpec(), 2, 1, separate_persistent=True)
