@@ -84,3 +84,16 @@ def test_lma_cores_scale_with_the_rate_and_the_frames():
     assert video_io.lma_cores_needed(1.0, 200.0, 0.5, frames=64)["cores"] == pytest.approx(2 * base["cores"])
     longer = video_io.lma_cores_needed(1.0, 100.0, 0.5, frames=256)
     assert longer["llm_tokens"] > base["llm_tokens"] and longer["flops_per_clip"] > base["flops_per_clip"]
+
+
+def test_non_positive_rounds_are_refused_before_any_video_is_made(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for flag in ("--repeats=0", "--short_repeats=0"):
+        proc = subprocess.run([sys.executable, "-m", "experiments.video_io", flag, f"--video_dir={tmp_path / 'v'}"],
+                              cwd=root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "--short_repeats" in proc.stderr
+        assert not (tmp_path / "v").exists()
