@@ -43,6 +43,8 @@ _FRAMES = flags.DEFINE_integer("frames", 8, "T: frames per clip of the teacher; 
 _SCALE = flags.DEFINE_integer("scale", 8, "Frame multiplier of the scaled pipelines (8T).")
 _CTD_STEPS = flags.DEFINE_integer("ctd_steps", 200, "CTD steps.")
 _LMA_STEPS = flags.DEFINE_integer("lma_steps", 200, "LMA steps per pipeline.")
+_LMA_TRAINABLE = flags.DEFINE_string("lma_trainable", "projector+lora", "Groups LMA trains (projector+lora or "
+                                     "projector+llm).")
 _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
 _TEST_VIDEOS = flags.DEFINE_integer("test_videos", 80, "Synthetic videos in the held-out benchmark (7 questions "
                                     "each).")
@@ -65,6 +67,12 @@ def rel_err(a, b) -> float:
 def test_split():
     from liteframe_jax.data.video_qa import synthetic_spec, synthetic_splits
     return synthetic_splits(synthetic_spec(BENCHMARK, num_frames=VIDEO_FRAMES), 0, _TEST_VIDEOS.value)[1]
+
+
+def teacher_image_size(teacher: Path) -> int:
+    """H = W of the teacher checkpoint's frames (56 for the shipped one)."""
+    from liteframe_jax.checkpoints import store
+    return int(store.read_metadata(teacher)["model"]["vision"]["image_size"][0])
 
 
 def pretrain_teacher(work: Path) -> Path:
@@ -127,6 +135,8 @@ def run_ctd(work: Path, teacher: Path, summary: dict) -> Path:
 
     c = ctd_config.get_config(f"variant=tiny,steps={_CTD_STEPS.value}")
     c.teacher.checkpoint = str(teacher)
+    size = teacher_image_size(teacher)  # the student sees the teacher's frames (its tokens match WAP's grid)
+    c.student.image_size = c.data.image_size = (size, size)
     c.data.synthetic_kind = BENCHMARK
     c.data.synthetic_videos = 512
     c.train.eval_every = _CTD_STEPS.value
@@ -150,7 +160,7 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     from liteframe_jax.train import lma
 
     frames = _FRAMES.value * _SCALE.value
-    c = lma_config.get_config(f"variant=tiny,encoder={encoder}")
+    c = lma_config.get_config(f"variant=tiny,encoder={encoder},trainable={_LMA_TRAINABLE.value}")
     c.teacher.checkpoint = str(teacher)
     c.student.checkpoint = str(student) if encoder == "student" else ""
     c.curriculum = f"{frames}:{_LMA_STEPS.value}"
@@ -159,7 +169,11 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     c.data.synthetic_video_frames = VIDEO_FRAMES
     c.data.synthetic_train_videos = _TRAIN_VIDEOS.value
     c.data.synthetic_test_videos = 20
-    c.data.max_length = 160 + 6 * frames  # covers the longest events prompt at 1 token per 2 frames, little padding
+    c.data.synthetic_separate_persistent = True
+    size = teacher_image_size(teacher)
+    c.data.image_size = (size, size)
+    # the longest events prompt: per group of 2 frames, its label (about 11 tokens) and (size / 56)^2 visual tokens
+    c.data.max_length = 160 + frames // 2 * (11 + (size // 56) ** 2)
     c.train.eval_every = _LMA_STEPS.value
     c.train.checkpoint_every = _LMA_STEPS.value
     out = work / f"lma_{encoder}"

@@ -153,6 +153,10 @@ def parse_lma(config, for_run: bool = True, process_count: int = 1) -> LMAExperi
     errors = loop.problems(process_count)
     if for_run and config.variant != "tiny" and not config.data.train_file:
         errors.append("data.train_file (JSONL QA records) is required outside the tiny demo")
+    if config.data.get("synthetic_separate_persistent") and (config.data.train_file
+                                                             or config.data.synthetic_benchmark != "events"):
+        errors.append("data.synthetic_separate_persistent applies to the embedded events benchmark only (no "
+                      "data.train_file, data.synthetic_benchmark='events')")
     _raise("LMA", errors)
     group_lrs = {k: v for k, v in (("projector", config.optim_projector_lr), ("student", config.optim_student_lr))
                  if v > 0 and k in trainable}

@@ -40,7 +40,8 @@ def load_qa_records(config, log=print):
     if not d.train_file:
         spec = synthetic_spec(d.synthetic_benchmark, num_frames=d.synthetic_video_frames,
                               size=d.synthetic_video_size, seed=d.synthetic_seed)
-        return synthetic_splits(spec, d.synthetic_train_videos, d.synthetic_test_videos, seed=d.synthetic_seed)
+        return synthetic_splits(spec, d.synthetic_train_videos, d.synthetic_test_videos, seed=d.synthetic_seed,
+                                separate_persistent=d.synthetic_separate_persistent)
     out = []
     for path in (d.train_file, d.eval_file or d.train_file):
         records, errors = read_records(path)

@@ -88,6 +88,7 @@ def test_uint8_batches_normalized_in_the_step_train_like_host_normalized_ones(st
     ("--config.curriculum=8", "FRAMES:STEPS"),
     ("--config.train.batch_size=6", "multiple of the batch shards"),
     ("--config.data.frame_store=/nonexistent/store", "error: data.frame_store: no frame store at /nonexistent/store"),
+    ("--config.data.synthetic_separate_persistent=True", "applies to the embedded events benchmark only"),
 ])
 def test_bad_configs_fail_before_compiling(tmp_path, override, message):
     proc = train(tmp_path / "bad", override)

@@ -50,3 +50,15 @@ def test_a_store_without_a_stage_is_refused_and_no_store_decodes(setting):
     config = config.copy_and_resolve_references()
     config.data.frame_store = ""
     assert qa_stores(config, train, evaluate, [2, 8]) == {}
+
+
+def test_separate_persistent_asks_event_questions_about_clips_without_the_persistent_object():
+    config = lma.get_config("variant=tiny")
+    config.data.synthetic_benchmark, config.data.synthetic_video_frames = "events", 128
+    config.data.synthetic_train_videos, config.data.synthetic_test_videos = 3, 2
+    config.data.synthetic_separate_persistent = True
+    train, evaluate = load_qa_records(config)
+    persistent = [r.synthetic["show_persistent"] for r in train if r.task.startswith("persistent")]
+    events = [r.synthetic["show_persistent"] for r in train if not r.task.startswith("persistent")]
+    assert persistent and all(persistent) and events and not any(events)
+    assert all(r.synthetic["show_persistent"] for r in evaluate)
