@@ -71,6 +71,9 @@ def get_config(arg: str | None = None):
     # events: ask the train split's event questions about its clips without the persistent object (README, "The
     # method at toy scale": with it in the clip a small model learns to push the clip's visible colours down)
     c.data.synthetic_separate_persistent = False
+    # events: "dense" trains on 48-frame clips whose every event 12 frames see (synthetic_events.DENSE_FIELDS);
+    # "benchmark" on clips like the eval split's
+    c.data.synthetic_train_clips = "benchmark"
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.sharding_rules = [list(rule) for rule in DEFAULT_RULES]  # the library's table; override per run if needed

@@ -8,7 +8,10 @@ It is the LMA trainer (config.kind "lma") through the teacher's own visual path 
 trained teacher is written to DIR/model as an InternVL checkpoint (export it to PyTorch with
 converters.export_internvl3, use it as teacher.checkpoint of configs/ctd.py and configs/lma.py).
 Answers are trained as the right option's text (data.answer_format="text"); evaluate with --method loglik_text.
-benchmark: "events" (default; 128-frame clips with brief events) or "shapes".
+benchmark: "events" (default; 128-frame clips with brief events) or "shapes". For events, clips=dense trains on
+48-frame clips whose every event 12 frames see (data.synthetic_train_clips) and separate asks the event questions
+about the clips without the always-visible object (data.synthetic_separate_persistent; README, "The method at toy
+scale"); image_size=112 gives 16 visual tokens per frame instead of 4.
 """
 
 from configs import internvl3_tiny, lma
@@ -16,15 +19,20 @@ from configs.common import parse_arg
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, choices={"benchmark": ("events", "shapes")}, steps=3000, frames=8, videos=2000,
-                     benchmark="events", batch_size=8, vision_layers=4, text_layers=2)
+    args = parse_arg(arg, choices={"benchmark": ("events", "shapes"), "clips": ("benchmark", "dense")}, steps=3000,
+                     frames=8, videos=2000, benchmark="events", batch_size=8, vision_layers=4, text_layers=2,
+                     image_size=56, clips="benchmark", separate=False)
     if args.steps < 2 or args.frames < 1 or args.videos < 1:
         raise ValueError(f"need steps >= 2, frames >= 1 and videos >= 1, got {args.steps}, {args.frames}, "
                          f"{args.videos}")
     c = lma.get_config(f"variant=tiny,encoder=teacher,trainable=vision+projector+llm,"
                        f"curriculum={args.frames}:{args.steps},batch_size={args.batch_size}")
-    c.teacher.model = internvl3_tiny.get_config(f"vision_layers={args.vision_layers},"
-                                                f"text_layers={args.text_layers}").model
+    if args.image_size % 56:
+        raise ValueError(f"image_size must be a multiple of 56 (whole visual tokens after WAP), got {args.image_size}")
+    if (args.clips == "dense" or args.separate) and args.benchmark != "events":
+        raise ValueError("clips=dense and separate apply to benchmark=events only")
+    c.teacher.model = internvl3_tiny.get_config(f"vision_layers={args.vision_layers},text_layers={args.text_layers},"
+                                                f"image_size={args.image_size}").model
     c.data.image_size = tuple(c.teacher.model.vision.image_size)
     c.optim.peak_lr = 2e-3
     c.optim.warmup_steps = max(1, min(50, args.steps // 10))
@@ -33,9 +41,11 @@ def get_config(arg: str | None = None):
     c.data.synthetic_benchmark = args.benchmark
     c.data.synthetic_video_frames = 128 if args.benchmark == "events" else 16
     c.data.synthetic_train_videos = args.videos
+    c.data.synthetic_train_clips = args.clips
+    c.data.synthetic_separate_persistent = args.separate
     c.data.synthetic_test_videos = 60
-    # the longest prompt: 4 visual tokens + about 12 text tokens per frame, plus the question and options
-    c.data.max_length = 160 + 16 * args.frames
+    # the longest prompt: (image_size / 28)^2 visual tokens + about 12 text tokens per frame, plus the question
+    c.data.max_length = 160 + (12 + (args.image_size // 28) ** 2) * args.frames
     c.train.log_every = 50
     c.train.eval_every = max(1, args.steps // 3)
     c.train.eval_batches = 8

@@ -45,6 +45,10 @@ MIN_SIDE, MAX_SIDE = 0.34, 0.45  # object side as a share of the frame side; a q
 LARGE_SIDE = (0.55, 0.75)  # a large event's side as a share of the frame side
 LARGE_JITTER = 0.08  # how far (share of the frame side) a large event's centre strays from the frame's centre
 EVENT_SIZES = ("large", "quadrant")
+# dense training clips: 48 frames with events and flashes 4 frames long and at least 4 apart, so 12
+# segment-middle frames (one every 4) see every event and every gap once (synthetic_spec("events", **DENSE_FIELDS))
+DENSE_FIELDS = {"num_frames": 48, "min_event_frames": 4, "max_event_frames": 4, "min_gap_frames": 4,
+                "flash_frames": 4}
 _STREAM = 0x657665  # keeps these clips' random streams apart from the shapes kind's for the same (seed, index)
 _FLASH_STREAM = 0x666C61
 _LARGE_STREAM = 0x6C6172

@@ -157,6 +157,12 @@ def parse_lma(config, for_run: bool = True, process_count: int = 1) -> LMAExperi
                                                              or config.data.synthetic_benchmark != "events"):
         errors.append("data.synthetic_separate_persistent applies to the embedded events benchmark only (no "
                       "data.train_file, data.synthetic_benchmark='events')")
+    if config.data.get("synthetic_train_clips", "benchmark") not in ("benchmark", "dense"):
+        errors.append(f"data.synthetic_train_clips must be 'benchmark' or 'dense', got "
+                      f"{config.data.synthetic_train_clips!r}")
+    elif config.data.get("synthetic_train_clips") == "dense" and (config.data.train_file
+                                                                  or config.data.synthetic_benchmark != "events"):
+        errors.append("data.synthetic_train_clips='dense' applies to the embedded events benchmark only")
     _raise("LMA", errors)
     group_lrs = {k: v for k, v in (("projector", config.optim_projector_lr), ("student", config.optim_student_lr))
                  if v > 0 and k in trainable}

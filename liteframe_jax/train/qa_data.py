@@ -4,6 +4,8 @@ pre-training)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import jax
@@ -13,6 +15,7 @@ from liteframe_jax.checkpoints.liteframe_store import tokenizer_files
 from liteframe_jax.data.prompts import resolve_system_message
 from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig, build_qa_dataset
 from liteframe_jax.data.qa_store import StoredClips, check_qa_store, qa_clips
+from liteframe_jax.data.synthetic_events import DENSE_FIELDS
 from liteframe_jax.data.tokenizer import load_tokenizer, save_tiny_tokenizer
 from liteframe_jax.data.video_qa import read_records, synthetic_spec, synthetic_splits
 
@@ -40,8 +43,12 @@ def load_qa_records(config, log=print):
     if not d.train_file:
         spec = synthetic_spec(d.synthetic_benchmark, num_frames=d.synthetic_video_frames,
                               size=d.synthetic_video_size, seed=d.synthetic_seed)
-        return synthetic_splits(spec, d.synthetic_train_videos, d.synthetic_test_videos, seed=d.synthetic_seed,
-                                separate_persistent=d.synthetic_separate_persistent)
+        train_spec = spec
+        if d.get("synthetic_train_clips", "benchmark") == "dense":
+            train_spec = dataclasses.replace(spec, **DENSE_FIELDS)
+        train = synthetic_splits(train_spec, d.synthetic_train_videos, 0, seed=d.synthetic_seed,
+                                 separate_persistent=d.synthetic_separate_persistent)[0]
+        return train, synthetic_splits(spec, 0, d.synthetic_test_videos, seed=d.synthetic_seed)[1]
     out = []
     for path in (d.train_file, d.eval_file or d.train_file):
         records, errors = read_records(path)

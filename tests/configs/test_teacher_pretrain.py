@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # fields that name where a run happened, not what it trained
 RUN_SPECIFIC = ("teacher.checkpoint",)
 # config fields added after the asset was made, with the value that keeps what the command did then
-ADDED_SINCE = {"data.synthetic_separate_persistent": False}
+ADDED_SINCE = {"data.synthetic_separate_persistent": False, "data.synthetic_train_clips": "benchmark"}
 
 
 def _flat(d, prefix=""):
@@ -51,6 +51,14 @@ def test_config_arguments_are_checked():
         teacher_pretrain.get_config("steps=1")
     c = teacher_pretrain.get_config("steps=30,frames=4,videos=10,benchmark=shapes")
     assert c.curriculum == "4:30" and c.trainable == "vision+projector+llm" and c.data.answer_format == "text"
+    with pytest.raises(ValueError, match="multiple of 56"):
+        teacher_pretrain.get_config("image_size=84")
+    with pytest.raises(ValueError, match="benchmark=events only"):
+        teacher_pretrain.get_config("benchmark=shapes,clips=dense")
+    c = teacher_pretrain.get_config("frames=12,image_size=112,clips=dense,separate")
+    assert c.teacher.model.vision.image_size == (112, 112) and c.data.image_size == (112, 112)
+    assert c.data.synthetic_train_clips == "dense" and c.data.synthetic_separate_persistent
+    assert c.data.max_length == 160 + 28 * 12  # 16 visual + about 12 text tokens per frame
 
 
 def test_the_command_pretrains_from_random_init_and_learns_the_persistent_colour(tmp_path):

@@ -62,3 +62,18 @@ def test_separate_persistent_asks_event_questions_about_clips_without_the_persis
     events = [r.synthetic["show_persistent"] for r in train if not r.task.startswith("persistent")]
     assert persistent and all(persistent) and events and not any(events)
     assert all(r.synthetic["show_persistent"] for r in evaluate)
+
+
+def test_dense_train_clips_see_every_event_at_12_frames_and_the_eval_split_stays_the_benchmarks():
+    from liteframe_jax.data.evidence import evidence_ceiling
+
+    config = lma.get_config("variant=tiny")
+    config.data.synthetic_benchmark, config.data.synthetic_video_frames = "events", 128
+    config.data.synthetic_train_videos, config.data.synthetic_test_videos = 4, 3
+    benchmark_train, benchmark_eval = load_qa_records(config)
+    config.data.synthetic_train_clips = "dense"
+    train, evaluate = load_qa_records(config)
+    assert {r.synthetic["num_frames"] for r in train} == {48}
+    assert evidence_ceiling(train, 12).overall == 1.0
+    assert [r.to_dict() for r in evaluate] == [r.to_dict() for r in benchmark_eval]
+    assert {r.synthetic["num_frames"] for r in benchmark_train} == {128}
