@@ -10,7 +10,9 @@ brief, sparse events and screen flashes next to an always-visible object):
    export back through the real converter and checks it against transformers' PyTorch InternVL (logits, greedy
    tokens) and the "original" import against the "hf" one (bit-identical parameters);
 3. CTD: distils the LiteFrame student from the imported teacher's WAP-compressed tokens on events clips;
-4. LMA (projector + LoRA) at 8T frames for the LiteFrame student and for the teacher + post-hoc WAP;
+4. LMA (projector + LoRA, or --lma_trainable projector+llm) at 8T frames for the LiteFrame student and for the
+   teacher + post-hoc WAP, on the events train split with its event questions asked about the clips drawn
+   without the always-visible object (data.synthetic_separate_persistent; README, "The method at toy scale");
 5. evaluates on held-out clips: the teacher at T frames, teacher + post-hoc WAP and the student at T and 8T
    frames: accuracy per task with 95% Wilson intervals and the evidence ceiling (the share of questions whose
    evidence frames the sampled frames hit);
@@ -41,10 +43,10 @@ _PRETRAIN = flags.DEFINE_integer("pretrain_steps", 0, "> 0: pre-train the teache
                                  "(configs/teacher_pretrain.py) instead of loading --teacher.")
 _FRAMES = flags.DEFINE_integer("frames", 8, "T: frames per clip of the teacher; the scaled pipelines see 8T.")
 _SCALE = flags.DEFINE_integer("scale", 8, "Frame multiplier of the scaled pipelines (8T).")
-_CTD_STEPS = flags.DEFINE_integer("ctd_steps", 200, "CTD steps.")
-_LMA_STEPS = flags.DEFINE_integer("lma_steps", 200, "LMA steps per pipeline.")
-_LMA_TRAINABLE = flags.DEFINE_string("lma_trainable", "projector+lora", "Groups LMA trains (projector+lora or "
-                                     "projector+llm).")
+_CTD_STEPS = flags.DEFINE_integer("ctd_steps", 600, "CTD steps.")
+_LMA_STEPS = flags.DEFINE_integer("lma_steps", 400, "LMA steps per pipeline.")
+_LMA_TRAINABLE = flags.DEFINE_enum("lma_trainable", "projector+lora", ["projector+lora", "projector+llm"],
+                                   "Groups LMA trains: the projector with LoRA adapters, or with the full LLM.")
 _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
 _TEST_VIDEOS = flags.DEFINE_integer("test_videos", 80, "Synthetic videos in the held-out benchmark (7 questions "
                                     "each).")
@@ -177,7 +179,7 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     c.train.eval_every = _LMA_STEPS.value
     c.train.checkpoint_every = _LMA_STEPS.value
     out = work / f"lma_{encoder}"
-    log("4/8", f"LMA ({encoder}): projector + LoRA, {_LMA_STEPS.value} steps at {frames} frames -> {out}")
+    log("4/8", f"LMA ({encoder}): {_LMA_TRAINABLE.value}, {_LMA_STEPS.value} steps at {frames} frames -> {out}")
     last = lma.run(c, out)
     summary.setdefault("lma", {})[encoder] = {k: last[k] for k in ("loss", "eval/loss") if k in last}
     return out / "model"
@@ -389,9 +391,9 @@ def main(argv):
         shutil.rmtree(work)
     work.mkdir(parents=True)
     t0 = time.time()
-    summary: dict = {"flags": {f: flags.FLAGS[f].value for f in ("teacher", "pretrain_steps", "frames", "scale",
-                                                                   "ctd_steps", "lma_steps", "train_videos",
-                                                                   "test_videos", "latency_repeats")}}
+    names = ("teacher", "pretrain_steps", "frames", "scale", "ctd_steps", "lma_steps", "lma_trainable",
+             "train_videos", "test_videos", "latency_repeats")
+    summary: dict = {"flags": {f: flags.FLAGS[f].value for f in names}}
     teacher = pretrain_teacher(work) if _PRETRAIN.value else Path(_TEACHER.value)
     log("1/8", f"teacher: {teacher}")
     ok = teacher_round_trip(work, teacher, summary)

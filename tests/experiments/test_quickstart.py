@@ -44,7 +44,8 @@ def test_quickstart_help_exits_zero_and_bad_flags_fail():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--lma_steps" in proc.stdout and "--pretrain_steps" in proc.stdout
     for flag, value, message in (("--lma_steps", "0", "lma_steps"), ("--scale", "32", "frames x --scale"),
-                                 ("--teacher", "/nonexistent", "not a checkpoint directory")):
+                                 ("--teacher", "/nonexistent", "not a checkpoint directory"),
+                                 ("--lma_trainable", "llm", "projector+lora")):
         proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", flag, value], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
