@@ -153,16 +153,15 @@ def parse_lma(config, for_run: bool = True, process_count: int = 1) -> LMAExperi
     errors = loop.problems(process_count)
     if for_run and config.variant != "tiny" and not config.data.train_file:
         errors.append("data.train_file (JSONL QA records) is required outside the tiny demo")
-    if config.data.get("synthetic_separate_persistent") and (config.data.train_file
-                                                             or config.data.synthetic_benchmark != "events"):
-        errors.append("data.synthetic_separate_persistent applies to the embedded events benchmark only (no "
-                      "data.train_file, data.synthetic_benchmark='events')")
-    if config.data.get("synthetic_train_clips", "benchmark") not in ("benchmark", "dense"):
-        errors.append(f"data.synthetic_train_clips must be 'benchmark' or 'dense', got "
-                      f"{config.data.synthetic_train_clips!r}")
-    elif config.data.get("synthetic_train_clips") == "dense" and (config.data.train_file
-                                                                  or config.data.synthetic_benchmark != "events"):
-        errors.append("data.synthetic_train_clips='dense' applies to the embedded events benchmark only")
+    embedded_events = not config.data.train_file and config.data.synthetic_benchmark == "events"
+    clips = config.data.get("synthetic_train_clips", "benchmark")
+    if clips not in ("benchmark", "dense"):
+        errors.append(f"data.synthetic_train_clips must be 'benchmark' or 'dense', got {clips!r}")
+    for field, used in (("synthetic_separate_persistent", config.data.get("synthetic_separate_persistent", False)),
+                        ("synthetic_train_clips='dense'", clips == "dense")):
+        if used and not embedded_events:
+            errors.append(f"data.{field} applies to the embedded events benchmark only (no data.train_file, "
+                          "data.synthetic_benchmark='events')")
     _raise("LMA", errors)
     group_lrs = {k: v for k, v in (("projector", config.optim_projector_lr), ("student", config.optim_student_lr))
                  if v > 0 and k in trainable}

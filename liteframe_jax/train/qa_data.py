@@ -47,7 +47,7 @@ def load_qa_records(config, log=print):
         if d.get("synthetic_train_clips", "benchmark") == "dense":
             train_spec = dataclasses.replace(spec, **DENSE_FIELDS)
         train = synthetic_splits(train_spec, d.synthetic_train_videos, 0, seed=d.synthetic_seed,
-                                 separate_persistent=d.synthetic_separate_persistent)[0]
+                                 separate_persistent=d.get("synthetic_separate_persistent", False))[0]
         return train, synthetic_splits(spec, 0, d.synthetic_test_videos, seed=d.synthetic_seed)[1]
     out = []
     for path in (d.train_file, d.eval_file or d.train_file):

@@ -90,6 +90,7 @@ def test_uint8_batches_normalized_in_the_step_train_like_host_normalized_ones(st
     ("--config.data.frame_store=/nonexistent/store", "error: data.frame_store: no frame store at /nonexistent/store"),
     ("--config.data.synthetic_separate_persistent=True", "applies to the embedded events benchmark only"),
     ("--config.data.synthetic_train_clips=sparse", "must be 'benchmark' or 'dense'"),
+    ("--config.data.synthetic_train_clips=dense", "synthetic_train_clips='dense' applies to the embedded events"),
 ])
 def test_bad_configs_fail_before_compiling(tmp_path, override, message):
     proc = train(tmp_path / "bad", override)
