@@ -51,6 +51,8 @@ _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in t
 _TEST_VIDEOS = flags.DEFINE_integer("test_videos", 80, "Synthetic videos in the held-out benchmark (7 questions "
                                     "each).")
 _REPEATS = flags.DEFINE_integer("latency_repeats", 20, "Timed runs per latency measurement.")
+_SEED = flags.DEFINE_integer("seed", 0, "Training seed of CTD and LMA (initialization, data order); the held-out "
+                             "benchmark is always seed 0.")
 
 BENCHMARK = "events"
 VIDEO_FRAMES = 128
@@ -136,6 +138,7 @@ def run_ctd(work: Path, teacher: Path, summary: dict) -> Path:
     from liteframe_jax.train import ctd
 
     c = ctd_config.get_config(f"variant=tiny,steps={_CTD_STEPS.value}")
+    c.seed = _SEED.value
     c.teacher.checkpoint = str(teacher)
     size = teacher_image_size(teacher)  # the student sees the teacher's frames (its tokens match WAP's grid)
     c.student.image_size = c.data.image_size = (size, size)
@@ -163,6 +166,7 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
 
     frames = _FRAMES.value * _SCALE.value
     c = lma_config.get_config(f"variant=tiny,encoder={encoder},trainable={_LMA_TRAINABLE.value}")
+    c.seed = _SEED.value
     c.teacher.checkpoint = str(teacher)
     c.student.checkpoint = str(student) if encoder == "student" else ""
     c.curriculum = f"{frames}:{_LMA_STEPS.value}"
@@ -236,7 +240,42 @@ def evaluate_row(name: str, encoder: str, model, frames: int, test, summary_rows
         "prompt_tokens": int(ids.shape[1]), "accuracy": o["accuracy"], "n": o["total"],
         "ci95": list(wilson(o["correct"], o["total"])), "chance": o["chance"], "ceiling": ceiling.overall,
         "per_task": per_task, "vision_gflops": vision / 1e9, "prefill_gflops": prefill / 1e9,
+        # "1"/"0" per held-out question in benchmark order ("-" skipped), for paired comparisons between rows
+        "answers_correct": _correct_string(result["predictions"], len(test)),
         **real_size_gflops(encoder, frames), **latency(model, ids, pixels, _REPEATS.value)})
+
+
+def _correct_string(predictions: list[dict], n: int) -> str:
+    marks = ["-"] * n
+    for p in predictions:
+        marks[p["index"]] = "1" if p["correct"] else "0"
+    return "".join(marks)
+
+
+def paired_differences(rows: list[dict]) -> list[dict]:
+    """The method's comparisons on the same questions: the student at 8T against the teacher at T, and the
+    student against its ceiling (the teacher + post-hoc WAP) at T and 8T; accuracy difference with Newcombe's
+    paired 95% interval over the questions both answered."""
+    from liteframe_jax.evaluate import paired_difference
+
+    t, big = _FRAMES.value, _FRAMES.value * _SCALE.value
+    by = {(r["pipeline"], r["frames"]): r for r in rows}
+    pairs = [(("LiteFrame student", big), ("teacher (InternVL3 layout)", t)),
+             (("LiteFrame student", big), ("teacher + post-hoc WAP", big)),
+             (("LiteFrame student", t), ("teacher + post-hoc WAP", t))]
+    out = []
+    for first, second in pairs:
+        a, b = by[first]["answers_correct"], by[second]["answers_correct"]
+        both = [(x == "1", y == "1") for x, y in zip(a, b) if x != "-" and y != "-"]
+        diff, lo, hi = paired_difference([x for x, _ in both], [y for _, y in both])
+        out.append({"first": f"{first[0]} @ {first[1]}", "second": f"{second[0]} @ {second[1]}",
+                    "difference": diff, "ci95": [lo, hi], "n": len(both)})
+    return out
+
+
+def format_differences(diffs: list[dict]) -> str:
+    return "\n".join(f"{d['first']} minus {d['second']}: {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, "
+                     f"{d['ci95'][1]:+.3f}] (paired 95% interval, {d['n']} questions)" for d in diffs)
 
 
 def shuffled_control(model, frames: int, test) -> dict:
@@ -280,7 +319,7 @@ def evaluate_pipelines(work: Path, teacher: Path, models: dict, summary: dict) -
     evaluate_row("LiteFrame student", "student", student, t, test, rows)
     evaluate_row("LiteFrame student", "student", student, big, test, rows)
     summary["benchmark"] = {"name": BENCHMARK, "questions": len(test), "test_videos": _TEST_VIDEOS.value,
-                            "seed": 0, "method": "loglik_text", "T": t, "scaled": big}
+                            "seed": 0, "training_seed": _SEED.value, "method": "loglik_text", "T": t, "scaled": big}
     summary["pipelines"] = rows
     return rows
 
@@ -335,7 +374,8 @@ def format_table(rows: list[dict]) -> str:
                      + f"{r['vision_gflops']:>10.3f}{r['prefill_gflops']:>11.3f}{lat:>22}"
                      + f"{r['real_vision_gflops']:>15.0f}{r['real_prefill_gflops']:>11.0f}")
     n = rows[0]["n"]
-    lines.append(f"{n} held-out questions ({_TEST_VIDEOS.value} videos, seed 0); chance {rows[0]['chance']:.3f}; "
+    lines.append(f"{n} held-out questions ({_TEST_VIDEOS.value} videos, seed 0; training seed {_SEED.value}); "
+                 f"chance {rows[0]['chance']:.3f}; "
                  "ceiling = share of questions whose evidence frames are sampled; GF = analytic GFLOPs per clip "
                  f"(tiny models; '8B:' the same pipeline at InternVL3-8B size); latency median (quartiles) of "
                  f"{_REPEATS.value} runs")
@@ -392,7 +432,7 @@ def main(argv):
     work.mkdir(parents=True)
     t0 = time.time()
     names = ("teacher", "pretrain_steps", "frames", "scale", "ctd_steps", "lma_steps", "lma_trainable",
-             "train_videos", "test_videos", "latency_repeats")
+             "train_videos", "test_videos", "latency_repeats", "seed")
     summary: dict = {"flags": {f: flags.FLAGS[f].value for f in names}}
     teacher = pretrain_teacher(work) if _PRETRAIN.value else Path(_TEACHER.value)
     log("1/8", f"teacher: {teacher}")
@@ -404,7 +444,8 @@ def main(argv):
     log("6/8", "cost: analytic FLOPs and measured latency are in the table")
     ok = export_and_check(work, models["student"], summary) and ok
     log("8/8", "comparison on the held-out synthetic events benchmark:")
-    table = format_table(rows)
+    summary["paired_differences"] = paired_differences(rows)
+    table = format_table(rows) + "\n" + format_differences(summary["paired_differences"])
     print(table, flush=True)
     (work / "comparison.txt").write_text(table + "\n")
     plot(work, rows)

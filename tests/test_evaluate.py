@@ -15,7 +15,8 @@ from liteframe_jax.data.prompts import encode_prompt
 from liteframe_jax.data.qa_pipeline import prompt_ids, question_text
 from liteframe_jax.data.synthetic import SyntheticVideoSpec
 from liteframe_jax.data.video_qa import LETTERS, QARecord, build_synthetic_benchmark, write_records
-from liteframe_jax.evaluate import _loglik_batch, evaluate_benchmark, parse_choice, strip_thinking, wilson
+from liteframe_jax.evaluate import (_loglik_batch, evaluate_benchmark, paired_difference, parse_choice, strip_thinking,
+                                    wilson)
 from liteframe_jax.generate import answer, clip_pixels, load_model, prompt_layout
 from tests.test_generate import build_tiny_checkpoints, cli_env
 
@@ -276,3 +277,32 @@ def test_wilson_interval_matches_known_values():
     assert abs(lo - 0.490) < 1e-3 and abs(hi - 0.943) < 1e-3
     lo, hi = wilson(0, 20)
     assert lo == 0 and abs(hi - 0.161) < 1e-3
+
+
+def test_paired_difference_interval_covers_the_true_difference_95_percent_of_the_time():
+    """Two models answering the same questions: joint law of (first right, second right) fixed, true difference
+    0.05; Newcombe's paired interval must cover it in about 95% of 1000 simulated benchmarks of 300 questions."""
+    rng = np.random.default_rng(0)
+    law = np.array([0.35, 0.15, 0.10, 0.40])  # both right, only first, only second, neither
+    covered, widths = 0, []
+    for _ in range(1000):
+        cell = rng.choice(4, size=300, p=law)
+        first, second = np.isin(cell, (0, 1)).tolist(), np.isin(cell, (0, 2)).tolist()
+        diff, lo, hi = paired_difference(first, second)
+        assert lo <= diff <= hi
+        covered += lo <= 0.05 <= hi
+        widths.append(hi - lo)
+    assert 0.93 <= covered / 1000 <= 0.97, covered
+    # pairing pays: narrower than the difference of two independent Wilson intervals would allow
+    lo1, hi1 = wilson(150, 300)
+    assert np.mean(widths) < (hi1 - lo1) * 2 ** 0.5
+
+
+def test_paired_difference_of_identical_answers_is_zero_and_checks_its_input():
+    same = [True, False, True, True]
+    diff, lo, hi = paired_difference(same, same)
+    assert diff == 0 and lo <= 0 <= hi
+    diff, lo, hi = paired_difference([True] * 40, [False] * 40)
+    assert diff == 1 and 0.8 < lo < 1 and hi == 1
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([True], [True, False])

@@ -35,6 +35,17 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
         assert 0 <= r["ceiling"] <= 1 and r["encode_prefill_ms_q25"] <= r["encode_prefill_ms"] > 0
         assert r["vision_gflops"] > 0 and r["prefill_gflops"] > 0 and r["real_vision_gflops"] > 0
     assert summary["control_shuffled_clips"]["n"] == 21
+    # the goals' comparisons on the same questions, with paired intervals
+    acc = {(r["pipeline"], r["frames"]): r["accuracy"] for r in summary["pipelines"]}
+    diffs = summary["paired_differences"]
+    pairs = ((("LiteFrame student", 8), ("teacher (InternVL3 layout)", 4)),
+             (("LiteFrame student", 8), ("teacher + post-hoc WAP", 8)),
+             (("LiteFrame student", 4), ("teacher + post-hoc WAP", 4)))
+    assert [(d["first"], d["second"]) for d in diffs] == [(f"{a} @ {t}", f"{b} @ {u}") for (a, t), (b, u) in pairs]
+    for d, (first, second) in zip(diffs, pairs):
+        assert d["n"] == 21 and abs(d["difference"] - (acc[first] - acc[second])) < 1e-9
+        assert d["ci95"][0] <= d["difference"] <= d["ci95"][1]
+    assert "LiteFrame student @ 8 minus teacher (InternVL3 layout) @ 4" in (work / "comparison.txt").read_text()
     assert (work / "comparison.png").stat().st_size > 1000 and (work / "comparison.txt").is_file()
     assert (work / "teacher_original" / "config.json").is_file() and (work / "liteframe_hf" / "config.json").is_file()
 
