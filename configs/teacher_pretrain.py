@@ -1,7 +1,7 @@
 """Teacher pre-training: the tiny InternVL3-shaped model (vision tower + projector + LLM, all trainable, from
 random init) learns the synthetic video-QA domain, standing in for a pretrained InternVL3 in the CPU demo.
 
-    python -m liteframe_jax.train --config configs/teacher_pretrain.py[:steps=3000,frames=8,vision_layers=4]
+    python -m liteframe_jax.train --config configs/teacher_pretrain.py[:frames=8,steps=3000,vision_layers=4]
         --workdir DIR
 
 It is the LMA trainer (config.kind "lma") through the teacher's own visual path with every group trainable; the
@@ -12,42 +12,65 @@ benchmark: "events" (default; 128-frame clips with brief events) or "shapes". Fo
 48-frame clips whose every event 12 frames see (data.synthetic_train_clips) and separate asks the event questions
 about the clips without the always-visible object (data.synthetic_separate_persistent; README, "The method at toy
 scale"); image_size=112 gives 16 visual tokens per frame instead of 4.
+The default (the shipped teacher's recipe) trains on dense, separated clips for STAGES: 12 and 20 frames in
+turn (a new frame count recompiles the step; the LLM sees both prompt lengths). `stages` takes that form with "/"
+between the FRAMES:STEPS items; giving `frames` or `steps` trains one stage instead (frames 12, steps 3000
+unless given).
 """
 
 from configs import internvl3_tiny, lma
 from configs.common import parse_arg
 
 
+STAGES = "12:600/20:400/12:600/20:400/12:500/20:500"
+
+
+def _stages(args) -> list[tuple[int, int]]:
+    """(frames, steps) per stage: `stages`, or the one stage `frames:steps` when either is given."""
+    if args.frames or args.steps:
+        return [(args.frames or 12, args.steps or 3000)]
+    try:
+        stages = [tuple(int(x) for x in item.split(":")) for item in args.stages.split("/")]
+    except ValueError:
+        stages = []
+    if not stages or any(len(s) != 2 for s in stages):
+        raise ValueError(f"stages must look like FRAMES:STEPS/FRAMES:STEPS..., got {args.stages!r}")
+    return stages
+
+
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, choices={"benchmark": ("events", "shapes"), "clips": ("benchmark", "dense")}, steps=3000,
-                     frames=8, videos=2000, benchmark="events", batch_size=8, vision_layers=4, text_layers=2,
-                     image_size=56, clips="benchmark", separate=False)
-    if args.steps < 2 or args.frames < 1 or args.videos < 1:
-        raise ValueError(f"need steps >= 2, frames >= 1 and videos >= 1, got {args.steps}, {args.frames}, "
-                         f"{args.videos}")
-    c = lma.get_config(f"variant=tiny,encoder=teacher,trainable=vision+projector+llm,"
-                       f"curriculum={args.frames}:{args.steps},batch_size={args.batch_size}")
+    args = parse_arg(arg, choices={"benchmark": ("events", "shapes"), "clips": ("", "benchmark", "dense")}, steps=0,
+                     frames=0, stages=STAGES, videos=3000, benchmark="events", batch_size=8, vision_layers=4,
+                     text_layers=2, image_size=56, clips="", separate=True)
+    stages = _stages(args)
+    steps, frames = sum(s for _, s in stages), max(f for f, _ in stages)
+    if steps < 2 or min(min(s) for s in stages) < 1 or args.videos < 1:
+        raise ValueError(f"need steps >= 2 in all, frames and steps >= 1 per stage and videos >= 1, got stages "
+                         f"{stages} and videos {args.videos}")
+    c = lma.get_config(f"variant=tiny,encoder=teacher,trainable=vision+projector+llm,batch_size={args.batch_size}")
+    c.curriculum = ",".join(f"{f}:{s}" for f, s in stages)
     if args.image_size % 56:
         raise ValueError(f"image_size must be a multiple of 56 (whole visual tokens after WAP), got {args.image_size}")
-    if (args.clips == "dense" or args.separate) and args.benchmark != "events":
-        raise ValueError("clips=dense and separate apply to benchmark=events only")
+    events = args.benchmark == "events"
+    if args.clips == "dense" and not events:
+        raise ValueError("clips=dense applies to benchmark=events only")
     c.teacher.model = internvl3_tiny.get_config(f"vision_layers={args.vision_layers},text_layers={args.text_layers},"
                                                 f"image_size={args.image_size}").model
     c.data.image_size = tuple(c.teacher.model.vision.image_size)
     c.optim.peak_lr = 2e-3
-    c.optim.warmup_steps = max(1, min(50, args.steps // 10))
+    c.optim.warmup_steps = max(1, min(50, steps // 10))
     c.optim.weight_decay = 0.01
     c.data.answer_format = "text"
     c.data.synthetic_benchmark = args.benchmark
-    c.data.synthetic_video_frames = 128 if args.benchmark == "events" else 16
+    c.data.synthetic_video_frames = 128 if events else 16
     c.data.synthetic_train_videos = args.videos
-    c.data.synthetic_train_clips = args.clips
-    c.data.synthetic_separate_persistent = args.separate
+    c.data.synthetic_train_clips = args.clips or ("dense" if events else "benchmark")
+    c.data.synthetic_separate_persistent = args.separate and events
     c.data.synthetic_test_videos = 60
     # the longest prompt: (image_size / 28)^2 visual tokens + about 12 text tokens per frame, plus the question
-    c.data.max_length = 160 + (12 + (args.image_size // 28) ** 2) * args.frames
+    c.data.max_length = 160 + (12 + (args.image_size // 28) ** 2) * frames
     c.train.log_every = 50
-    c.train.eval_every = max(1, args.steps // 3)
+    c.train.eval_every = max(1, steps // 3)
     c.train.eval_batches = 8
-    c.train.checkpoint_every = max(1, args.steps // 5)
+    c.train.checkpoint_every = max(1, steps // 5)
     return c
