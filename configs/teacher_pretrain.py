@@ -15,7 +15,7 @@ scale"); image_size=112 gives 16 visual tokens per frame instead of 4.
 The default (the shipped teacher's recipe) trains on dense, separated clips for STAGES: 12 and 20 frames in
 turn (a new frame count recompiles the step; the LLM sees both prompt lengths). `stages` takes that form with "/"
 between the FRAMES:STEPS items; giving `frames` or `steps` trains one stage instead (frames 12, steps 3000
-unless given).
+unless given). For benchmark=shapes the clips are the benchmark's own and `separate` does not apply.
 """
 
 from configs import internvl3_tiny, lma
