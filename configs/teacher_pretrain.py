@@ -20,6 +20,7 @@ unless given). For benchmark=shapes the clips are the benchmark's own and `separ
 
 from configs import internvl3_tiny, lma
 from configs.common import parse_arg
+from liteframe_jax.train.experiment import parse_curriculum
 
 
 STAGES = "12:600/20:400/12:600/20:400/12:500/20:500"
@@ -30,12 +31,10 @@ def _stages(args) -> list[tuple[int, int]]:
     if args.frames or args.steps:
         return [(args.frames or 12, args.steps or 3000)]
     try:
-        stages = [tuple(int(x) for x in item.split(":")) for item in args.stages.split("/")]
-    except ValueError:
-        stages = []
-    if not stages or any(len(s) != 2 for s in stages):
-        raise ValueError(f"stages must look like FRAMES:STEPS/FRAMES:STEPS..., got {args.stages!r}")
-    return stages
+        return parse_curriculum(args.stages.replace("/", ","))
+    except ValueError as e:
+        raise ValueError(f"stages must look like FRAMES:STEPS/FRAMES:STEPS... with frames and steps >= 1 per stage, "
+                         f"got {args.stages!r}: {e}") from None
 
 
 def get_config(arg: str | None = None):
