@@ -56,6 +56,8 @@ def load_qa_records(config, log=print):
             log(f"{path}:{line}: skipped malformed record: {reason}")
         if len(errors) > RECORD_ERRORS_SHOWN:
             log(f"{path}: {len(errors) - RECORD_ERRORS_SHOWN} more malformed records skipped")
+        if errors:  # a duplicated id drops a whole share of a merged file; say how much is left
+            log(f"{path}: {len(errors)} of {len(errors) + len(records)} records skipped, {len(records)} kept")
         out.append(records)
     return out[0], out[1]
 

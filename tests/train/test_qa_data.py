@@ -1,0 +1,32 @@
+"""Reading an LMA config's QA files: malformed lines are skipped with their line numbers, and the trainer says how
+many records of a file it kept (a duplicated id, e.g. from merging two files built with the same seed, silently
+shrinks a training set otherwise)."""
+
+from configs import lma
+from liteframe_jax.data.video_qa import synthetic_spec, synthetic_splits, write_records
+from liteframe_jax.train.qa_data import load_qa_records
+
+
+def test_a_merged_file_with_repeated_ids_reports_how_many_records_it_kept(tmp_path):
+    train, _ = synthetic_splits(synthetic_spec("shapes"), 2, 0)
+    path = tmp_path / "merged.jsonl"
+    write_records(path, train + train[:3])  # the same clips and questions twice: same ids
+    config = lma.get_config("variant=tiny")
+    config.data.train_file = config.data.eval_file = str(path)
+    lines = []
+    kept, _ = load_qa_records(config, log=lines.append)
+    assert len(kept) == len(train)
+    assert f"{path}:{len(train) + 1}: skipped malformed record: duplicate id {train[0].id!r} (first on line 1)" \
+        in lines
+    assert f"{path}: 3 of {len(train) + 3} records skipped, {len(train)} kept" in lines
+
+
+def test_a_clean_file_is_read_without_messages(tmp_path):
+    train, _ = synthetic_splits(synthetic_spec("shapes"), 2, 0)
+    path = tmp_path / "train.jsonl"
+    write_records(path, train)
+    config = lma.get_config("variant=tiny")
+    config.data.train_file = str(path)
+    lines = []
+    assert len(load_qa_records(config, log=lines.append)[0]) == len(train)
+    assert lines == []
