@@ -74,6 +74,10 @@ def get_config(arg: str | None = None):
     # events: "dense" trains on 48-frame clips whose every event 12 frames see (synthetic_events.DENSE_FIELDS);
     # "benchmark" on clips like the eval split's
     c.data.synthetic_train_clips = "benchmark"
+    # the questions of these tasks (comma-separated) about this many more clips like the eval split's, added to
+    # the train split (their clips drawn with seed + 1): weights an under-trained task; 0 = none
+    c.data.synthetic_extra_videos = 0
+    c.data.synthetic_extra_tasks = ""
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.sharding_rules = [list(rule) for rule in DEFAULT_RULES]  # the library's table; override per run if needed

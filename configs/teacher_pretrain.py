@@ -40,7 +40,7 @@ def _stages(args) -> list[tuple[int, int]]:
 def get_config(arg: str | None = None):
     args = parse_arg(arg, choices={"benchmark": ("events", "shapes"), "clips": ("", "benchmark", "dense")}, steps=0,
                      frames=0, stages=STAGES, videos=3000, benchmark="events", batch_size=8, vision_layers=4,
-                     text_layers=2, image_size=56, clips="", separate=True)
+                     text_layers=2, image_size=56, clips="", separate=True, shape_videos=0, init="")
     stages = _stages(args)
     steps, frames = sum(s for _, s in stages), max(f for f, _ in stages)
     if steps < 2 or min(min(s) for s in stages) < 1 or args.videos < 1:
@@ -65,6 +65,11 @@ def get_config(arg: str | None = None):
     c.data.synthetic_train_videos = args.videos
     c.data.synthetic_train_clips = args.clips or ("dense" if events else "benchmark")
     c.data.synthetic_separate_persistent = args.separate and events
+    if args.shape_videos < 0:
+        raise ValueError(f"shape_videos must be >= 0, got {args.shape_videos}")
+    c.data.synthetic_extra_videos = args.shape_videos
+    c.data.synthetic_extra_tasks = ("persistent_shape" if events else "shape") if args.shape_videos else ""
+    c.teacher.checkpoint = args.init
     c.data.synthetic_test_videos = 60
     # the longest prompt: (image_size / 28)^2 visual tokens + about 12 text tokens per frame, plus the question
     c.data.max_length = 160 + (12 + (args.image_size // 28) ** 2) * frames

@@ -76,6 +76,7 @@ TEST_INDEX_OFFSET = 1 << 20  # test videos are indices TEST_INDEX_OFFSET + i, so
 NUM_OPTIONS = 4
 
 SYNTHETIC_BENCHMARKS = {"shapes": SyntheticVideoSpec, EVENTS_KIND: EventVideoSpec}
+SYNTHETIC_TASKS = {"shapes": tuple(QUESTION_TEMPLATES), EVENTS_KIND: tuple(EVENT_QUESTION_TEMPLATES)}
 
 _SYNTHETIC_PREFIX = "synthetic:"
 _TURN_ROLES = ("human", "gpt")

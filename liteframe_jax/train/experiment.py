@@ -16,6 +16,7 @@ from liteframe_jax.checkpoints import store
 from liteframe_jax.checkpoints.liteframe_store import read_liteframe_metadata
 from liteframe_jax.compression.wap import WAPConfig
 from liteframe_jax.data.pipeline import DataConfig
+from liteframe_jax.data.video_qa import SYNTHETIC_TASKS
 from liteframe_jax.losses.ctd import CTDLossConfig
 from liteframe_jax.models.config import InternVLConfig, StudentConfig
 from liteframe_jax.models.liteframe import LiteFrameConfig
@@ -104,6 +105,24 @@ def parse_curriculum(text: str) -> list[tuple[int, int]]:
     return stages
 
 
+def extra_questions_problems(data) -> list[str]:
+    """What is wrong with data.synthetic_extra_videos / synthetic_extra_tasks (the extra train questions of
+    qa_data.extra_synthetic_questions); [] when they are fine or unused."""
+    videos, tasks = data.get("synthetic_extra_videos", 0), data.get("synthetic_extra_tasks", "")
+    if videos < 0:
+        return [f"data.synthetic_extra_videos must be >= 0, got {videos}"]
+    if not videos:
+        return []
+    if data.train_file:
+        return ["data.synthetic_extra_videos applies to the embedded synthetic benchmark only (no data.train_file)"]
+    known = SYNTHETIC_TASKS.get(data.synthetic_benchmark, ())
+    unknown = sorted(set(tasks.split(",")) - set(known))
+    if not tasks or unknown:
+        return [f"data.synthetic_extra_tasks must name tasks of the {data.synthetic_benchmark!r} benchmark "
+                f"(comma-separated, from {', '.join(known)}), got {tasks!r}"]
+    return []
+
+
 def _raise(kind: str, errors: list[str]) -> None:
     if errors:
         raise ValueError(f"invalid {kind} config:\n  - " + "\n  - ".join(errors))
@@ -162,6 +181,7 @@ def parse_lma(config, for_run: bool = True, process_count: int = 1) -> LMAExperi
         if used and not embedded_events:
             errors.append(f"data.{field} applies to the embedded events benchmark only (no data.train_file, "
                           "data.synthetic_benchmark='events')")
+    errors += extra_questions_problems(config.data)
     _raise("LMA", errors)
     group_lrs = {k: v for k, v in (("projector", config.optim_projector_lr), ("student", config.optim_student_lr))
                  if v > 0 and k in trainable}

@@ -48,6 +48,8 @@ def load_qa_records(config, log=print):
             train_spec = dataclasses.replace(spec, **DENSE_FIELDS)
         train = synthetic_splits(train_spec, d.synthetic_train_videos, 0, seed=d.synthetic_seed,
                                  separate_persistent=d.get("synthetic_separate_persistent", False))[0]
+        train += extra_synthetic_questions(spec, d.get("synthetic_extra_videos", 0),
+                                           d.get("synthetic_extra_tasks", ""), d.synthetic_seed)
         return train, synthetic_splits(spec, 0, d.synthetic_test_videos, seed=d.synthetic_seed)[1]
     out = []
     for path in (d.train_file, d.eval_file or d.train_file):
@@ -60,6 +62,17 @@ def load_qa_records(config, log=print):
             log(f"{path}: {len(errors)} of {len(errors) + len(records)} records skipped, {len(records)} kept")
         out.append(records)
     return out[0], out[1]
+
+
+def extra_synthetic_questions(spec, videos: int, tasks: str, seed: int) -> list:
+    """The questions of `tasks` (comma-separated task names) about `videos` more train clips like the eval split's
+    (`spec`), drawn with spec seed + 1 so that their clips and ids differ from the train split's: weights a task
+    that the mix of one question per task and clip under-trains (README, "Teacher pre-training")."""
+    if videos <= 0:
+        return []
+    wanted = set(tasks.split(","))
+    more = synthetic_splits(dataclasses.replace(spec, seed=spec.seed + 1), videos, 0, seed=seed)[0]
+    return [r for r in more if r.task in wanted]
 
 
 def qa_config(config, num_frames: int) -> QADataConfig:

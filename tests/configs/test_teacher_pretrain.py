@@ -54,6 +54,12 @@ def test_config_arguments_are_checked():
         teacher_pretrain.get_config("image_size=84")
     with pytest.raises(ValueError, match="benchmark=events only"):
         teacher_pretrain.get_config("benchmark=shapes,clips=dense")
+    with pytest.raises(ValueError, match="shape_videos must be >= 0"):
+        teacher_pretrain.get_config("shape_videos=-1")
+    c = teacher_pretrain.get_config("init=runs/teacher/model,shape_videos=12000,frames=12,steps=1000")
+    assert c.teacher.checkpoint == "runs/teacher/model" and c.curriculum == "12:1000"
+    assert (c.data.synthetic_extra_videos, c.data.synthetic_extra_tasks) == (12000, "persistent_shape")
+    assert teacher_pretrain.get_config("benchmark=shapes,shape_videos=10").data.synthetic_extra_tasks == "shape"
     c = teacher_pretrain.get_config("frames=12,image_size=112")
     assert c.teacher.model.vision.image_size == (112, 112) and c.data.image_size == (112, 112)
     assert c.data.synthetic_train_clips == "dense" and c.data.synthetic_separate_persistent

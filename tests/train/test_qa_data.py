@@ -30,3 +30,32 @@ def test_a_clean_file_is_read_without_messages(tmp_path):
     lines = []
     assert len(load_qa_records(config, log=lines.append)[0]) == len(train)
     assert lines == []
+
+
+def test_extra_questions_add_one_task_from_more_clips_with_other_ids():
+    config = lma.get_config("variant=tiny")
+    d = config.data
+    d.synthetic_benchmark, d.synthetic_video_frames, d.synthetic_train_videos = "events", 128, 3
+    base, _ = load_qa_records(config)
+    d.synthetic_extra_videos, d.synthetic_extra_tasks = 4, "persistent_shape"
+    train, _ = load_qa_records(config)
+    extra = train[len(base):]
+    assert train[:len(base)] == base
+    assert len(extra) == 4 and {r.task for r in extra} == {"persistent_shape"}
+    assert not {r.id for r in extra} & {r.id for r in base}  # no id the train file reader would drop
+    assert {r.synthetic["seed"] for r in extra} == {1} and {r.synthetic["num_frames"] for r in extra} == {128}
+
+
+def test_extra_questions_are_checked_before_training():
+    from liteframe_jax.train.experiment import extra_questions_problems
+
+    d = lma.get_config("variant=tiny").data
+    assert extra_questions_problems(d) == []
+    d.synthetic_extra_videos, d.synthetic_extra_tasks = 5, "persistent_shape"  # a task of events, not of shapes
+    assert "tasks of the 'shapes' benchmark" in extra_questions_problems(d)[0]
+    d.synthetic_extra_tasks = "shape,color"
+    assert extra_questions_problems(d) == []
+    d.train_file = "train.jsonl"
+    assert "embedded synthetic benchmark only" in extra_questions_problems(d)[0]
+    d.synthetic_extra_videos = -1
+    assert ">= 0" in extra_questions_problems(d)[0]
