@@ -48,6 +48,8 @@ def load_qa_records(config, log=print):
             train_spec = dataclasses.replace(spec, **DENSE_FIELDS)
         train = synthetic_splits(train_spec, d.synthetic_train_videos, 0, seed=d.synthetic_seed,
                                  separate_persistent=d.get("synthetic_separate_persistent", False))[0]
+        if d.get("synthetic_extra_videos", 0) > 0:  # about 12 ms a clip: minutes for thousands
+            log(f"adding the {d.synthetic_extra_tasks} questions of {d.synthetic_extra_videos} more synthetic clips")
         train += extra_synthetic_questions(spec, d.get("synthetic_extra_videos", 0),
                                            d.get("synthetic_extra_tasks", ""), d.synthetic_seed)
         return train, synthetic_splits(spec, 0, d.synthetic_test_videos, seed=d.synthetic_seed)[1]

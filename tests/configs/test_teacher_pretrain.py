@@ -76,26 +76,36 @@ def test_the_default_recipe_alternates_12_and_20_frames_on_dense_separated_clips
     assert (c.train.eval_every, c.train.checkpoint_every, c.optim.warmup_steps) == (1000, 600, 50)
 
 
-def test_the_command_pretrains_from_random_init_and_learns_the_persistent_colour(tmp_path):
-    """Reduced: 200 steps at 2 frames on the persistent-colour questions of benchmark clips only (the static task
-    the full run learns first; a train file takes the place of the dense, separated synthetic split), then
-    held-out accuracy far above chance."""
+def _train(args: list[str], cwd=ROOT) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-m", "liteframe_jax.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def first_stage(tmp_path_factory):
+    """Reduced first command: 200 steps at 2 frames on the persistent-colour questions of benchmark clips only
+    (the static task the full run learns first; a train file takes the place of the dense, separated synthetic
+    split). Returns (workdir, held-out records)."""
     from liteframe_jax.data.video_qa import synthetic_spec, synthetic_splits, write_records
+
+    tmp = tmp_path_factory.mktemp("pretrain")
+    train, test = synthetic_splits(synthetic_spec("events", num_frames=128), 300, 40)
+    write_records(tmp / "train.jsonl", [r for r in train if r.task == "persistent_color"])
+    write_records(tmp / "eval.jsonl", [r for r in test if r.task == "persistent_color"][:8])
+    work = tmp / "pretrain"
+    _train(["--config", "configs/teacher_pretrain.py:steps=200,frames=2,clips=benchmark,separate=false",
+            "--workdir", str(work), f"--config.data.train_file={tmp / 'train.jsonl'}",
+            f"--config.data.eval_file={tmp / 'eval.jsonl'}", "--config.train.eval_every=200",
+            "--config.train.eval_batches=1", "--config.train.checkpoint_every=200", "--config.train.log_every=1"])
+    return work, test
+
+
+def test_the_command_pretrains_from_random_init_and_learns_the_persistent_colour(first_stage):
     from liteframe_jax.evaluate import evaluate_benchmark
 
-    train, test = synthetic_splits(synthetic_spec("events", num_frames=128), 300, 40)
-    write_records(tmp_path / "train.jsonl", [r for r in train if r.task == "persistent_color"])
-    write_records(tmp_path / "eval.jsonl", [r for r in test if r.task == "persistent_color"][:8])
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    work = tmp_path / "pretrain"
-    proc = subprocess.run([sys.executable, "-m", "liteframe_jax.train", "--config",
-                           "configs/teacher_pretrain.py:steps=200,frames=2,clips=benchmark,separate=false",
-                           "--workdir", str(work),
-                           f"--config.data.train_file={tmp_path / 'train.jsonl'}",
-                           f"--config.data.eval_file={tmp_path / 'eval.jsonl'}", "--config.train.eval_every=200",
-                           "--config.train.eval_batches=1", "--config.train.checkpoint_every=200"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    work, test = first_stage
     model = lf.load(work / "model")
     shipped = lf.load(SHIPPED_TEACHER)
     assert jax.tree.structure(model.params) == jax.tree.structure(shipped.params)
@@ -105,3 +115,25 @@ def test_the_command_pretrains_from_random_init_and_learns_the_persistent_colour
     result = evaluate_benchmark(model, colour, 2, method="loglik_text", system_message=None, batch_size=8)
     # chance is 0.25 (4 options); with 40 questions, 0.6 or more has probability < 1e-5 under guessing
     assert result["overall"]["total"] == 40 and result["overall"]["accuracy"] >= 0.6, result["overall"]
+
+
+def test_the_shape_stage_continues_from_the_first_stages_teacher(first_stage, tmp_path):
+    """Reduced second command: init= the first stage's teacher, dense separated clips plus the persistent-shape
+    questions of shape_videos more clips. It starts from the first stage's weights and trains every group."""
+    work, _ = first_stage
+    shape = tmp_path / "shape"
+    _train(["--config", f"configs/teacher_pretrain.py:init={work / 'model'},shape_videos=24,videos=4,frames=2,"
+            "steps=4", "--workdir", str(shape), "--config.train.eval_every=4", "--config.train.eval_batches=1",
+            "--config.train.checkpoint_every=4", "--config.train.log_every=1",
+            "--config.data.synthetic_test_videos=2"])
+    recorded = json.loads((shape / "config.json").read_text())
+    assert recorded["teacher"]["checkpoint"] == str(work / "model")
+    assert (recorded["data"]["synthetic_extra_videos"], recorded["data"]["synthetic_extra_tasks"]) == \
+        (24, "persistent_shape")
+    before, after = lf.load(work / "model"), lf.load(shape / "model")
+    moved = [np.asarray(a) - np.asarray(b)
+             for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(before.params))]
+    assert all(np.any(m != 0) for m in moved)  # every group trains
+    norm = lambda leaves: np.sqrt(sum(float(np.sum(np.square(x))) for x in leaves))  # noqa: E731
+    # 4 small steps from the first stage's weights (a fresh init would be as far away as the weights are long)
+    assert norm(moved) < 0.05 * norm(jax.tree.leaves(before.params))

@@ -38,7 +38,9 @@ def test_extra_questions_add_one_task_from_more_clips_with_other_ids():
     d.synthetic_benchmark, d.synthetic_video_frames, d.synthetic_train_videos = "events", 128, 3
     base, _ = load_qa_records(config)
     d.synthetic_extra_videos, d.synthetic_extra_tasks = 4, "persistent_shape"
-    train, _ = load_qa_records(config)
+    lines = []
+    train, _ = load_qa_records(config, log=lines.append)
+    assert lines == ["adding the persistent_shape questions of 4 more synthetic clips"]
     extra = train[len(base):]
     assert train[:len(base)] == base
     assert len(extra) == 4 and {r.task for r in extra} == {"persistent_shape"}
