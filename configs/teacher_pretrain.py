@@ -24,6 +24,9 @@ from liteframe_jax.train.experiment import parse_curriculum
 
 
 STAGES = "12:600/20:400/12:600/20:400/12:500/20:500"
+# the shipped teacher's second command: from the first command's teacher, 2500 steps at 12 frames on the same
+# data plus the persistent-shape questions of 12000 more benchmark clips (README, "Teacher pre-training")
+SHAPE_STAGE = "init=runs/teacher_pretrain/model,shape_videos=12000,frames=12,steps=2500"
 
 
 def _stages(args) -> list[tuple[int, int]]:
