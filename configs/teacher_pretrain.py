@@ -16,6 +16,9 @@ The default (the shipped teacher's recipe) trains on dense, separated clips for 
 turn (a new frame count recompiles the step; the LLM sees both prompt lengths). `stages` takes that form with "/"
 between the FRAMES:STEPS items; giving `frames` or `steps` trains one stage instead (frames 12, steps 3000
 unless given). For benchmark=shapes the clips are the benchmark's own and `separate` does not apply.
+The shipped teacher is the default run followed by SHAPE_STAGE: init=DIR starts from a teacher instead of random
+init, shape_videos=N adds the persistent-shape questions of N more benchmark train clips
+(data.synthetic_extra_videos / synthetic_extra_tasks).
 """
 
 from configs import internvl3_tiny, lma
