@@ -12,7 +12,8 @@ brief, sparse events and screen flashes next to an always-visible object):
 3. CTD: distils the LiteFrame student from the imported teacher's WAP-compressed tokens on events clips;
 4. LMA (projector + LoRA, or --lma_trainable projector+llm) at 8T frames for the LiteFrame student and for the
    teacher + post-hoc WAP, on the events train split with its event questions asked about the clips drawn
-   without the always-visible object (data.synthetic_separate_persistent; README, "The method at toy scale");
+   without the always-visible object (data.synthetic_separate_persistent; README, "The method at toy scale")
+   and the persistent-shape questions of --lma_shape_videos more clips (the teacher's last pre-training mix);
 5. evaluates on held-out clips: the teacher at T frames, teacher + post-hoc WAP and the student at T and 8T
    frames: accuracy per task with 95% Wilson intervals and the evidence ceiling (the share of questions whose
    evidence frames the sampled frames hit);
@@ -48,6 +49,10 @@ _LMA_STEPS = flags.DEFINE_integer("lma_steps", 400, "LMA steps per pipeline.")
 _LMA_TRAINABLE = flags.DEFINE_enum("lma_trainable", "projector+lora", ["projector+lora", "projector+llm"],
                                    "Groups LMA trains: the projector with LoRA adapters, or with the full LLM.")
 _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
+_LMA_SHAPE_VIDEOS = flags.DEFINE_integer(
+    "lma_shape_videos", 1600, "LMA also trains on the persistent-shape questions of this many more clips "
+    "(data.synthetic_extra_videos; 1600 with 400 train videos: 45% of the questions, the mix of the shipped "
+    "teacher's last pre-training stage). 0: none.")
 _TEST_VIDEOS = flags.DEFINE_integer("test_videos", 80, "Synthetic videos in the held-out benchmark (7 questions "
                                     "each).")
 _REPEATS = flags.DEFINE_integer("latency_repeats", 20, "Timed runs per latency measurement.")
@@ -176,6 +181,8 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     c.data.synthetic_train_videos = _TRAIN_VIDEOS.value
     c.data.synthetic_test_videos = 20
     c.data.synthetic_separate_persistent = True
+    c.data.synthetic_extra_videos = _LMA_SHAPE_VIDEOS.value
+    c.data.synthetic_extra_tasks = "persistent_shape" if _LMA_SHAPE_VIDEOS.value else ""
     size = teacher_image_size(teacher)
     c.data.image_size = (size, size)
     # the longest events prompt: per group of 2 frames, its label (about 11 tokens) and (size / 56)^2 visual tokens
@@ -185,7 +192,8 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     out = work / f"lma_{encoder}"
     log("4/8", f"LMA ({encoder}): {_LMA_TRAINABLE.value}, {_LMA_STEPS.value} steps at {frames} frames -> {out}")
     last = lma.run(c, out)
-    summary.setdefault("lma", {})[encoder] = {k: last[k] for k in ("loss", "eval/loss") if k in last}
+    summary.setdefault("lma", {})[encoder] = {"steps": _LMA_STEPS.value, "shape_videos": _LMA_SHAPE_VIDEOS.value,
+                                              **{k: last[k] for k in ("loss", "eval/loss") if k in last}}
     return out / "model"
 
 
@@ -419,6 +427,8 @@ def main(argv):
                        ("latency_repeats", _REPEATS)):
         if flag.value < 1:
             raise app.UsageError(f"--{name} must be a positive integer")
+    if _LMA_SHAPE_VIDEOS.value < 0:
+        raise app.UsageError("--lma_shape_videos must be >= 0")
     if _LMA_STEPS.value < 2 or _CTD_STEPS.value < 2 or _PRETRAIN.value == 1 or _PRETRAIN.value < 0:
         raise app.UsageError("--ctd_steps, --lma_steps and --pretrain_steps (when given) must be >= 2")
     if _FRAMES.value * _SCALE.value > VIDEO_FRAMES:

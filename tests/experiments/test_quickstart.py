@@ -17,7 +17,7 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", "--workdir", str(work), "--frames", "4",
                            "--scale", "2", "--ctd_steps", "4", "--lma_steps", "4", "--train_videos", "10",
-                           "--test_videos", "3", "--latency_repeats", "2"],
+                           "--lma_shape_videos", "6", "--test_videos", "3", "--latency_repeats", "2"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     assert "quickstart: OK" in proc.stdout and "[8/8]" in proc.stdout
@@ -35,6 +35,8 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
         assert 0 <= r["ceiling"] <= 1 and r["encode_prefill_ms_q25"] <= r["encode_prefill_ms"] > 0
         assert r["vision_gflops"] > 0 and r["prefill_gflops"] > 0 and r["real_vision_gflops"] > 0
     assert summary["control_shuffled_clips"]["n"] == 21
+    assert {e: (v["steps"], v["shape_videos"]) for e, v in summary["lma"].items()} == \
+        {"student": (4, 6), "teacher_wap": (4, 6)}
     # the goals' comparisons on the same questions, with paired intervals
     acc = {(r["pipeline"], r["frames"]): r["accuracy"] for r in summary["pipelines"]}
     diffs = summary["paired_differences"]
@@ -56,7 +58,8 @@ def test_quickstart_help_exits_zero_and_bad_flags_fail():
     assert proc.returncode == 0 and "--lma_steps" in proc.stdout and "--pretrain_steps" in proc.stdout
     for flag, value, message in (("--lma_steps", "0", "lma_steps"), ("--scale", "32", "frames x --scale"),
                                  ("--teacher", "/nonexistent", "not a checkpoint directory"),
-                                 ("--lma_trainable", "llm", "projector+lora")):
+                                 ("--lma_trainable", "llm", "projector+lora"),
+                                 ("--lma_shape_videos", "-1", "lma_shape_videos must be >= 0")):
         proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", flag, value], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
