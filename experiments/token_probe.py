@@ -15,6 +15,9 @@ interval and chance:
 A quadrant's feature is the mean of the tokens over that quarter of the frame's token grid (one token at 2 x 2).
 High probe accuracy with a low answer accuracy (experiments.quickstart, liteframe_jax.evaluate) means the tokens
 carry the answer and the LLM does not read it.
+--wap KT,KH,KW adds, for each WAP location (pre_shuffle, post_shuffle, post_projector), persistent_color@LOCATION
+and persistent_shape@LOCATION: the same probes on the LLM tokens of a clip of KT copies of that frame pooled by
+WAP with that window (all of them, flattened): what post-hoc WAP, the student's target, leaves of the object.
 """
 
 from __future__ import annotations
@@ -107,6 +110,30 @@ def probe_features(model, indices, spec) -> dict:
                                np.r_[np.ones(len(event), int), np.zeros(len(empty), int)], 2)}
 
 
+def wap_probe_features(model, indices, spec, window: tuple[int, int, int]) -> dict:
+    """{f"persistent_{color,shape}@{location}": (features (N, D'), labels (N,), classes)}: the LLM tokens of a clip
+    of window[0] copies of each clip's calm frame, WAP-pooled at each location (flattened)."""
+    import jax.numpy as jnp
+
+    from liteframe_jax.compression.teacher_targets import targets_to_llm_tokens, teacher_targets
+    from liteframe_jax.compression.wap import LOCATIONS, WAPConfig
+    from liteframe_jax.data.frames import normalize_frames
+    from liteframe_jax.data.pipeline import crop_resize
+
+    calm, _, rows = probe_frames(indices, spec)
+    pixels = jnp.asarray(normalize_frames(crop_resize(calm, tuple(model.image_size))))
+    clips = jnp.repeat(pixels[:, None], window[0], axis=1)  # (N, KT, H, W, 3): one temporal window
+    out = {}
+    for location in LOCATIONS:
+        wap = WAPConfig(window=window, location=location).validate()
+        tokens = targets_to_llm_tokens(model.config, model.params,
+                                       teacher_targets(model.config, model.params, clips, wap), wap)
+        x = np.asarray(tokens, np.float32).reshape(len(calm), -1)
+        out[f"persistent_color@{location}"] = (x, np.array([r["persistent_color"] for r in rows]), 8)
+        out[f"persistent_shape@{location}"] = (x, np.array([r["persistent_shape"] for r in rows]), 3)
+    return out
+
+
 def ridge_probe(x_train, y_train, x_test, classes: int, ridge: float) -> np.ndarray:
     """Predicted classes (N_test,) of a one-vs-rest least-squares classifier on standardized features (float64)."""
     x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
@@ -125,6 +152,12 @@ def main(argv):
                          f"{f.test_clips}, {f.ridge}")
     if not Path(f.checkpoint).is_dir():
         return cli_error(f"--checkpoint {f.checkpoint} is not a directory")
+    try:
+        window = tuple(int(k) for k in f.wap.split(",")) if f.wap else ()
+    except ValueError:
+        window = (0,)
+    if window and (len(window) != 3 or min(window) < 1):
+        return cli_error(f"--wap must be three positive integers KT,KH,KW, got {f.wap!r}")
     import liteframe_jax as lf
     from liteframe_jax.data.synthetic_events import EventVideoSpec
     from liteframe_jax.data.video_qa import TEST_INDEX_OFFSET
@@ -135,10 +168,14 @@ def main(argv):
         return cli_error("--checkpoint must be a teacher (one token group per frame), not a LiteFrame student")
     spec = EventVideoSpec(seed=f.seed)
     print(f"[token_probe] encoding {f.train_clips} train and {f.test_clips} held-out clips", flush=True)
-    train = probe_features(model, range(f.train_clips), spec)
-    test = probe_features(model, range(TEST_INDEX_OFFSET, TEST_INDEX_OFFSET + f.test_clips), spec)
+    held_out = range(TEST_INDEX_OFFSET, TEST_INDEX_OFFSET + f.test_clips)
+    train, test = probe_features(model, range(f.train_clips), spec), probe_features(model, held_out, spec)
+    if window:
+        print(f"[token_probe] pooling with WAP window {window} at every location", flush=True)
+        train.update(wap_probe_features(model, range(f.train_clips), spec, window))
+        test.update(wap_probe_features(model, held_out, spec, window))
     results = {}
-    for name in PROBES:
+    for name in train:
         x, y, classes = train[name]
         xt, yt, _ = test[name]
         correct = int(np.sum(ridge_probe(x, y, xt, classes, f.ridge) == yt))
@@ -162,4 +199,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seed", 0, "Seed of the events benchmark's clips.")
     flags.DEFINE_float("ridge", 1e-2, "Ridge penalty (times the number of train rows).")
     flags.DEFINE_string("out", None, "Write the results as JSON here.")
+    flags.DEFINE_string("wap", "", "KT,KH,KW (e.g. 2,2,2, the tiny demo's window): also probe the persistent object "
+                        "in WAP-pooled tokens at every WAP location.")
     run(main)

@@ -39,11 +39,16 @@ def test_ridge_probe_separates_separable_classes_and_not_random_labels():
 def test_the_cli_finds_the_brief_objects_colour_in_the_shipped_teachers_tokens(tmp_path):
     out = tmp_path / "probe.json"
     proc = subprocess.run([sys.executable, "-m", "experiments.token_probe", "--checkpoint", str(SHIPPED_TEACHER),
-                           "--train_clips", "80", "--test_clips", "40", "--out", str(out)],
+                           "--train_clips", "80", "--test_clips", "40", "--wap", "2,2,2", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     probes = json.loads(out.read_text())["probes"]
-    assert set(probes) == set(token_probe.PROBES)
+    pooled = {f"persistent_{k}@{loc}" for k in ("color", "shape") for loc in ("pre_shuffle", "post_shuffle",
+                                                                              "post_projector")}
+    assert set(probes) == set(token_probe.PROBES) | pooled
+    assert all(probes[k]["n"] == probes["persistent_shape"]["n"] for k in pooled)
+    # the pooled token still shows the always-visible object's colour (one of 8)
+    assert probes["persistent_color@pre_shuffle"]["accuracy"] >= 0.6
     assert probes["event_color"]["accuracy"] >= 0.8 and probes["event_color"]["chance"] == 0.125
     assert probes["event_vs_empty"]["n"] == 2 * probes["event_color"]["n"]
     lo, hi = probes["persistent_shape"]["ci95"]
@@ -54,6 +59,9 @@ def test_bad_arguments_are_refused_before_loading():
     proc = subprocess.run([sys.executable, "-m", "experiments.token_probe", "--checkpoint", "nowhere"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "not a directory" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "experiments.token_probe", "--checkpoint", str(SHIPPED_TEACHER),
+                           "--wap", "2,2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "three positive integers" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "experiments.token_probe", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "ridge" in proc.stdout
