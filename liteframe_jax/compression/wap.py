@@ -11,7 +11,7 @@ For a window W of (kt, kh, kw) tokens of a grid X (T, H, W, C):  y_W = sum_{i in
 Frame padding rule: when T is not a multiple of kt, the clip is padded at its end by repeating the last frame
 (`pad_frames_to_multiple`), so T' = ceil(T / kt), every output window holds at least one real frame, and in the
 last window the last frame counts once per copy (a clip of identical frames is unchanged by padding). H and W must
-be multiples of kh and kw (a ValueError otherwise). Spec: liteframe-paper.md section 3 (proposed formula).
+be multiples of kh and kw (a ValueError otherwise). The paper does not give the formula; this one is our proposal.
 """
 
 from __future__ import annotations

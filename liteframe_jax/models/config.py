@@ -228,7 +228,7 @@ class DownsampleStage(ConfigBase):
 @dataclasses.dataclass(frozen=True)
 class StudentConfig(ConfigBase):
     """The LiteFrame student: a compact video ViT. Defaults are the proposed 87M-parameter ViT-B layout
-    (see shared/reference/liteframe-paper.md §4); every choice is a field."""
+    (the README's first paragraph); every choice is a field."""
 
     config_name: ClassVar[str] = "student config"
     image_size: tuple[int, int] = (448, 448)
