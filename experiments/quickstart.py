@@ -48,6 +48,11 @@ _CTD_STEPS = flags.DEFINE_integer("ctd_steps", 600, "CTD steps.")
 _LMA_STEPS = flags.DEFINE_integer("lma_steps", 400, "LMA steps per pipeline.")
 _LMA_TRAINABLE = flags.DEFINE_enum("lma_trainable", "projector+lora", ["projector+lora", "projector+llm"],
                                    "Groups LMA trains: the projector with LoRA adapters, or with the full LLM.")
+_WAP_LOCATION = flags.DEFINE_enum(
+    "wap_location", "pre_shuffle", ["pre_shuffle", "post_shuffle", "post_projector"],
+    "Where post-hoc WAP and CTD pool the teacher's tokens (WAPConfig.location); after pixel shuffle the student's "
+    "last downsampling stage strides 4 x 4 in space so its grid is the pooled tokens' (README, \"The method at "
+    "toy scale\").")
 _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
 _LMA_SHAPE_VIDEOS = flags.DEFINE_integer(
     "lma_shape_videos", 0, "LMA also trains on the persistent-shape questions of this many more clips "
@@ -147,6 +152,17 @@ def run_ctd(work: Path, teacher: Path, summary: dict) -> Path:
     c.teacher.checkpoint = str(teacher)
     size = teacher_image_size(teacher)  # the student sees the teacher's frames (its tokens match WAP's grid)
     c.student.image_size = c.data.image_size = (size, size)
+    c.wap.location = _WAP_LOCATION.value
+    if _WAP_LOCATION.value != "pre_shuffle":  # the pooled grid is the token grid, pixel shuffle's factor smaller
+        from liteframe_jax.checkpoints import store
+
+        stages = [dict(d) for d in c.student.downsample]
+        t, h, w = stages[-1]["stride"]
+        stages[-1] = {**stages[-1], "stride": [t, 2 * h, 2 * w], "kernel": [stages[-1]["kernel"][0], 2 * h, 2 * w]}
+        c.student.downsample = stages
+        model = store.read_metadata(teacher)["model"]
+        c.student.out_dim = {"post_shuffle": 4 * model["vision"]["hidden_size"],
+                             "post_projector": model["text"]["hidden_size"]}[_WAP_LOCATION.value]
     c.data.synthetic_kind = BENCHMARK
     c.data.synthetic_videos = 512
     c.train.eval_every = _CTD_STEPS.value
@@ -157,7 +173,8 @@ def run_ctd(work: Path, teacher: Path, summary: dict) -> Path:
     recs = [json.loads(x) for x in (work / "ctd" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in recs if "loss" in r]
     last_eval = [r for r in recs if "eval/cosine" in r][-1]
-    summary["ctd"] = {"steps": _CTD_STEPS.value, "first_loss": losses[0], "last_loss": losses[-1],
+    summary["ctd"] = {"steps": _CTD_STEPS.value, "wap_location": _WAP_LOCATION.value, "first_loss": losses[0],
+                      "last_loss": losses[-1],
                       "eval_cosine": last_eval["eval/cosine"], "eval_cka": last_eval.get("eval/cka"),
                       "eval_normalized_mse": last_eval.get("eval/normalized_mse")}
     log("3/8", f"CTD loss {losses[0]:.3f} -> {losses[-1]:.3f}; held-out fidelity: cosine "
@@ -174,6 +191,7 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     c.seed = _SEED.value
     c.teacher.checkpoint = str(teacher)
     c.student.checkpoint = str(student) if encoder == "student" else ""
+    c.wap.location = _WAP_LOCATION.value
     c.curriculum = f"{frames}:{_LMA_STEPS.value}"
     c.data.answer_format = "text"
     c.data.synthetic_benchmark = BENCHMARK

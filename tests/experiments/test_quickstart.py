@@ -52,6 +52,25 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
     assert (work / "teacher_original" / "config.json").is_file() and (work / "liteframe_hf" / "config.json").is_file()
 
 
+def test_wap_after_pixel_shuffle_gives_the_same_token_counts_and_a_student_that_emits_them(tmp_path):
+    """--wap_location post_shuffle: post-hoc WAP and CTD pool the teacher's tokens after pixel shuffle, the
+    student's last downsampling strides twice as far in space, and every pipeline keeps its token count."""
+    work = tmp_path / "qs"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", "--workdir", str(work), "--frames", "4",
+                           "--scale", "2", "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6",
+                           "--test_videos", "2", "--latency_repeats", "1", "--wap_location", "post_shuffle"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["ctd"]["wap_location"] == "post_shuffle"
+    assert [r["visual_tokens"] for r in summary["pipelines"]] == [16, 2, 4, 2, 4]
+    student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())
+    assert student["model"]["location"] == "post_shuffle", student["model"].keys()
+    assert student["model"]["student"]["downsample"][-1]["stride"] == [2, 4, 4]
+    assert student["model"]["student"]["out_dim"] == 4 * 64  # the tiny teacher's 64-wide features, 2 x 2 shuffled
+
+
 def test_quickstart_help_exits_zero_and_bad_flags_fail():
     proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
