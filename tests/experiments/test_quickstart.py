@@ -12,14 +12,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
-    work = tmp_path / "qs"
+def _run_quickstart(work: Path, *args: str) -> subprocess.CompletedProcess:
+    """The main job at T = 4, 8T = 8, with the given step counts and sizes; asserts it exits 0."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", "--workdir", str(work), "--frames", "4",
-                           "--scale", "2", "--ctd_steps", "4", "--lma_steps", "4", "--train_videos", "10",
-                           "--lma_shape_videos", "6", "--test_videos", "3", "--latency_repeats", "2"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                           "--scale", "2", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    return proc
+
+
+def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
+    work = tmp_path / "qs"
+    proc = _run_quickstart(work, "--ctd_steps", "4", "--lma_steps", "4", "--train_videos", "10",
+                           "--lma_shape_videos", "6", "--test_videos", "3", "--latency_repeats", "2")
     assert "quickstart: OK" in proc.stdout and "[8/8]" in proc.stdout
     summary = json.loads((work / "summary.json").read_text())
     teacher, export = summary["teacher_parity"], summary["export_parity"]
@@ -56,12 +61,8 @@ def test_wap_after_pixel_shuffle_gives_the_same_token_counts_and_a_student_that_
     """--wap_location post_shuffle: post-hoc WAP and CTD pool the teacher's tokens after pixel shuffle, the
     student's last downsampling strides twice as far in space, and every pipeline keeps its token count."""
     work = tmp_path / "qs"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", "--workdir", str(work), "--frames", "4",
-                           "--scale", "2", "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6",
-                           "--test_videos", "2", "--latency_repeats", "1", "--wap_location", "post_shuffle"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    _run_quickstart(work, "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6", "--test_videos", "2",
+                    "--latency_repeats", "1", "--wap_location", "post_shuffle")
     summary = json.loads((work / "summary.json").read_text())
     assert summary["ctd"]["wap_location"] == "post_shuffle"
     assert [r["visual_tokens"] for r in summary["pipelines"]] == [16, 2, 4, 2, 4]
