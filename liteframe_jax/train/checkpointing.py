@@ -5,9 +5,11 @@ resume on a different mesh."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +85,18 @@ class TrainCheckpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         failures = []
         for candidate in steps:
-            try:
-                result = self._restore(candidate, abstract_state)
-            except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for unreadable files
-                failures.append((candidate, _one_line(e)))
+            with warnings.catch_warnings():
+                # a failed read can leave orbax coroutines never awaited; finalize them here, where their warning
+                # is not news (the one line below says what happened), not later at a random line of stderr
+                warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+                try:
+                    result = self._restore(candidate, abstract_state)
+                except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for unreadable files
+                    failures.append((candidate, _one_line(e)))
+                    result = None
+                if result is None:
+                    gc.collect()
+            if result is None:
                 continue
             for bad, reason in failures:
                 log(f"checkpoint step {bad} cannot be read ({reason}); moved to {self._move_aside(bad)}; "
