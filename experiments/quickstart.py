@@ -155,14 +155,17 @@ def run_ctd(work: Path, teacher: Path, summary: dict) -> Path:
     c.wap.location = _WAP_LOCATION.value
     if _WAP_LOCATION.value != "pre_shuffle":  # the pooled grid is the token grid, pixel shuffle's factor smaller
         from liteframe_jax.checkpoints import store
+        from liteframe_jax.models.config import InternVLConfig, StudentConfig
+        from liteframe_jax.models.liteframe import LiteFrameConfig
 
+        model = InternVLConfig.from_dict(store.read_metadata(teacher)["model"])
+        f = model.shuffle_factor
         stages = [dict(d) for d in c.student.downsample]
         t, h, w = stages[-1]["stride"]
-        stages[-1] = {**stages[-1], "stride": [t, 2 * h, 2 * w], "kernel": [stages[-1]["kernel"][0], 2 * h, 2 * w]}
+        stages[-1] = {**stages[-1], "stride": [t, f * h, f * w], "kernel": [stages[-1]["kernel"][0], f * h, f * w]}
         c.student.downsample = stages
-        model = store.read_metadata(teacher)["model"]
-        c.student.out_dim = {"post_shuffle": 4 * model["vision"]["hidden_size"],
-                             "post_projector": model["text"]["hidden_size"]}[_WAP_LOCATION.value]
+        student = StudentConfig.from_dict(c.student.to_dict())
+        c.student.out_dim = LiteFrameConfig(student, model, _WAP_LOCATION.value).expected_out_dim()
     c.data.synthetic_kind = BENCHMARK
     c.data.synthetic_videos = 512
     c.train.eval_every = _CTD_STEPS.value
