@@ -42,6 +42,13 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
     assert summary["control_shuffled_clips"]["n"] == 21
     assert {e: (v["steps"], v["shape_videos"]) for e, v in summary["lma"].items()} == \
         {"student": (4, 6), "teacher_wap": (4, 6)}
+    # by default WAP pools after pixel shuffle: the student's last stage strides 4 x 4 in space and emits the
+    # shuffled width
+    assert summary["ctd"]["wap_location"] == "post_shuffle"
+    student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())["model"]
+    assert student["location"] == "post_shuffle"
+    assert student["student"]["downsample"][-1]["stride"] == [2, 4, 4]
+    assert student["student"]["out_dim"] == 4 * 64  # the tiny teacher's 64-wide features, 2 x 2 shuffled
     # the goals' comparisons on the same questions, with paired intervals
     acc = {(r["pipeline"], r["frames"]): r["accuracy"] for r in summary["pipelines"]}
     diffs = summary["paired_differences"]
@@ -57,19 +64,20 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
     assert (work / "teacher_original" / "config.json").is_file() and (work / "liteframe_hf" / "config.json").is_file()
 
 
-def test_wap_after_pixel_shuffle_gives_the_same_token_counts_and_a_student_that_emits_them(tmp_path):
-    """--wap_location post_shuffle: post-hoc WAP and CTD pool the teacher's tokens after pixel shuffle, the
-    student's last downsampling strides twice as far in space, and every pipeline keeps its token count."""
+def test_wap_before_pixel_shuffle_keeps_the_token_counts_with_a_student_of_the_teachers_vit_width(tmp_path):
+    """--wap_location pre_shuffle (the real-size configs' pooling): post-hoc WAP and CTD pool the ViT's patch
+    features before pixel shuffle, the student strides 2 x 2 in space and emits the ViT's width, and every
+    pipeline keeps its token count."""
     work = tmp_path / "qs"
     _run_quickstart(work, "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6", "--test_videos", "2",
-                    "--latency_repeats", "1", "--wap_location", "post_shuffle")
+                    "--latency_repeats", "1", "--wap_location", "pre_shuffle")
     summary = json.loads((work / "summary.json").read_text())
-    assert summary["ctd"]["wap_location"] == "post_shuffle"
+    assert summary["ctd"]["wap_location"] == "pre_shuffle"
     assert [r["visual_tokens"] for r in summary["pipelines"]] == [16, 2, 4, 2, 4]
-    student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())
-    assert student["model"]["location"] == "post_shuffle", student["model"].keys()
-    assert student["model"]["student"]["downsample"][-1]["stride"] == [2, 4, 4]
-    assert student["model"]["student"]["out_dim"] == 4 * 64  # the tiny teacher's 64-wide features, 2 x 2 shuffled
+    student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())["model"]
+    assert student["location"] == "pre_shuffle", student.keys()
+    assert student["student"]["downsample"][-1]["stride"] == [2, 2, 2]
+    assert student["student"]["out_dim"] == 64  # the tiny teacher's ViT width
 
 
 def test_quickstart_help_exits_zero_and_bad_flags_fail():
