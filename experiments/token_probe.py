@@ -175,6 +175,7 @@ def main(argv):
         train.update(wap_probe_features(model, range(f.train_clips), spec, window))
         test.update(wap_probe_features(model, held_out, spec, window))
     results = {}
+    width = max(map(len, train))
     for name in train:
         x, y, classes = train[name]
         xt, yt, _ = test[name]
@@ -183,7 +184,7 @@ def main(argv):
         results[name] = {"accuracy": correct / len(yt), "n": len(yt), "ci95": [lo, hi],
                          "chance": float(np.max(np.bincount(yt)) / len(yt)) if name == "event_vs_empty"
                          else 1 / classes, "train_n": len(y)}
-        print(f"[token_probe] {name:18s} {correct / len(yt):.3f} [{lo:.3f}, {hi:.3f}] of {len(yt)} held-out "
+        print(f"[token_probe] {name:{width}s} {correct / len(yt):.3f} [{lo:.3f}, {hi:.3f}] of {len(yt)} held-out "
               f"(chance {results[name]['chance']:.3f})", flush=True)
     if f.out:
         Path(f.out).write_text(json.dumps({"checkpoint": f.checkpoint, "seed": f.seed, "ridge": f.ridge,

@@ -112,7 +112,8 @@ def extra_questions_problems(data) -> list[str]:
     if videos < 0:
         return [f"data.synthetic_extra_videos must be >= 0, got {videos}"]
     if not videos:
-        return []
+        return [f"data.synthetic_extra_tasks is {tasks!r} but data.synthetic_extra_videos is 0: set the number of "
+                f"clips to draw them from, or clear the tasks"] if tasks else []
     if data.train_file:
         return ["data.synthetic_extra_videos applies to the embedded synthetic benchmark only (no data.train_file)"]
     known = SYNTHETIC_TASKS.get(data.synthetic_benchmark, ())

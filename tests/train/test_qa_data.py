@@ -61,3 +61,7 @@ def test_extra_questions_are_checked_before_training():
     assert "embedded synthetic benchmark only" in extra_questions_problems(d)[0]
     d.synthetic_extra_videos = -1
     assert ">= 0" in extra_questions_problems(d)[0]
+    d.train_file, d.synthetic_extra_videos = "", 0  # tasks without clips would silently add nothing
+    assert "synthetic_extra_videos is 0" in extra_questions_problems(d)[0]
+    d.synthetic_extra_tasks = ""
+    assert extra_questions_problems(d) == []
