@@ -87,7 +87,8 @@ def test_quickstart_help_exits_zero_and_bad_flags_fail():
     for flag, value, message in (("--lma_steps", "0", "lma_steps"), ("--scale", "32", "frames x --scale"),
                                  ("--teacher", "/nonexistent", "not a checkpoint directory"),
                                  ("--lma_trainable", "llm", "projector+lora"),
-                                 ("--lma_shape_videos", "-1", "lma_shape_videos must be >= 0")):
+                                 ("--lma_shape_videos", "-1", "lma_shape_videos must be >= 0"),
+                                 ("--wap_location", "post_projector", "not supported by the main job yet")):
         proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", flag, value], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
