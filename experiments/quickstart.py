@@ -11,7 +11,8 @@ brief, sparse events and screen flashes next to an always-visible object):
    tokens) and the "original" import against the "hf" one (bit-identical parameters);
 3. CTD: distils the LiteFrame student from the imported teacher's WAP-compressed tokens on events clips (WAP
    after pixel shuffle here, --wap_location; the real-size configs pool before it);
-4. LMA (projector + LoRA, or --lma_trainable projector+llm) at 8T frames for the LiteFrame student and for the
+4. LMA (projector + LoRA, or --lma_trainable projector+llm; no projector with --wap_location post_projector, whose
+   tokens live after it) at 8T frames for the LiteFrame student and for the
    teacher + post-hoc WAP, on the events train split with its event questions asked about the clips drawn
    without the always-visible object (data.synthetic_separate_persistent; README, "The method at toy scale")
    (--lma_shape_videos N adds the persistent-shape questions of N more clips);
@@ -55,8 +56,8 @@ _WAP_LOCATION = flags.DEFINE_enum(
     "Where post-hoc WAP and CTD pool the teacher's tokens (WAPConfig.location); after pixel shuffle (the default "
     "here) the student's last downsampling stage strides 4 x 4 in space so its grid is the pooled tokens'. "
     "pre_shuffle (the real-size configs' default) averages a 56 px frame's quadrant, the whole persistent object, "
-    "into one feature and loses its shape (README, \"The method at toy scale\"). post_projector is refused for "
-    "now (LMA of such a student fails).")
+    "into one feature and loses its shape (README, \"The method at toy scale\"). post_projector pools the "
+    "projector's output tokens: LMA then trains LoRA (or the LLM) alone, the projector being behind the tokens.")
 _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
 _LMA_SHAPE_VIDEOS = flags.DEFINE_integer(
     "lma_shape_videos", 0, "LMA also trains on the persistent-shape questions of this many more clips "
@@ -189,12 +190,19 @@ def run_ctd(work: Path, teacher: Path, summary: dict) -> Path:
     return work / "ctd" / "student"
 
 
+def lma_groups() -> str:
+    """--lma_trainable, less the projector when the compressed tokens live after it (post_projector): neither the
+    student's nor the teacher + post-hoc WAP's tokens then pass through a projector LMA could adapt."""
+    groups = _LMA_TRAINABLE.value
+    return groups.removeprefix("projector+") if _WAP_LOCATION.value == "post_projector" else groups
+
+
 def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dict) -> Path:
     from configs import lma as lma_config
     from liteframe_jax.train import lma
 
     frames = _FRAMES.value * _SCALE.value
-    c = lma_config.get_config(f"variant=tiny,encoder={encoder},trainable={_LMA_TRAINABLE.value}")
+    c = lma_config.get_config(f"variant=tiny,encoder={encoder},trainable={lma_groups()}")
     c.seed = _SEED.value
     c.teacher.checkpoint = str(teacher)
     c.student.checkpoint = str(student) if encoder == "student" else ""
@@ -215,9 +223,10 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     c.train.eval_every = _LMA_STEPS.value
     c.train.checkpoint_every = _LMA_STEPS.value
     out = work / f"lma_{encoder}"
-    log("4/8", f"LMA ({encoder}): {_LMA_TRAINABLE.value}, {_LMA_STEPS.value} steps at {frames} frames -> {out}")
+    log("4/8", f"LMA ({encoder}): {lma_groups()}, {_LMA_STEPS.value} steps at {frames} frames -> {out}")
     last = lma.run(c, out)
     summary.setdefault("lma", {})[encoder] = {"steps": _LMA_STEPS.value, "shape_videos": _LMA_SHAPE_VIDEOS.value,
+                                              "trainable": lma_groups(),
                                               **{k: last[k] for k in ("loss", "eval/loss") if k in last}}
     return out / "model"
 
@@ -454,9 +463,6 @@ def main(argv):
             raise app.UsageError(f"--{name} must be a positive integer")
     if _LMA_SHAPE_VIDEOS.value < 0:
         raise app.UsageError("--lma_shape_videos must be >= 0")
-    if _WAP_LOCATION.value == "post_projector":  # LMA cannot yet train a student whose tokens skip the projector
-        raise app.UsageError("--wap_location post_projector is not supported by the main job yet: LMA of a student "
-                             "whose tokens skip the projector fails; use pre_shuffle or post_shuffle")
     if _LMA_STEPS.value < 2 or _CTD_STEPS.value < 2 or _PRETRAIN.value == 1 or _PRETRAIN.value < 0:
         raise app.UsageError("--ctd_steps, --lma_steps and --pretrain_steps (when given) must be >= 2")
     if _FRAMES.value * _SCALE.value > VIDEO_FRAMES:

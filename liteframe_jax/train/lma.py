@@ -45,10 +45,12 @@ def stage_end(curriculum: list[tuple[int, int]], stage: int) -> int:
 
 def _initial_params(config, setup: LMASetup) -> dict:
     """Full pipeline params (unboxed, host): teacher parts from its checkpoint (or random for the tiny demo),
-    the student from the CTD checkpoint."""
-    if "student" not in setup.visual.param_keys:
+    the student from the CTD checkpoint. A student whose tokens live after the projector (post_projector) has no
+    projector in its pipeline, so none is read."""
+    path = setup.visual
+    if "student" not in path.param_keys:
         return dict(teacher_params(config, setup.teacher))
-    teacher = teacher_params(config, setup.teacher, ("projector", "llm"))
+    teacher = teacher_params(config, setup.teacher, ("projector", "llm") if path.projector_on_path else ("llm",))
     if config.student.checkpoint:
         _, enc, _ = load_liteframe(config.student.checkpoint)
         student = enc["student"]

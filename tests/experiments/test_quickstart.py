@@ -40,8 +40,8 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
         assert 0 <= r["ceiling"] <= 1 and r["encode_prefill_ms_q25"] <= r["encode_prefill_ms"] > 0
         assert r["vision_gflops"] > 0 and r["prefill_gflops"] > 0 and r["real_vision_gflops"] > 0
     assert summary["control_shuffled_clips"]["n"] == 21
-    assert {e: (v["steps"], v["shape_videos"]) for e, v in summary["lma"].items()} == \
-        {"student": (4, 6), "teacher_wap": (4, 6)}
+    assert {e: (v["steps"], v["shape_videos"], v["trainable"]) for e, v in summary["lma"].items()} == \
+        {"student": (4, 6, "projector+lora"), "teacher_wap": (4, 6, "projector+lora")}
     # by default WAP pools after pixel shuffle: the student's last stage strides 4 x 4 in space and emits the
     # shuffled width
     assert summary["ctd"]["wap_location"] == "post_shuffle"
@@ -80,6 +80,24 @@ def test_wap_before_pixel_shuffle_keeps_the_token_counts_with_a_student_of_the_t
     assert student["student"]["out_dim"] == 64  # the tiny teacher's ViT width
 
 
+
+def test_wap_after_the_projector_trains_lora_alone_on_tokens_of_the_llms_width(tmp_path):
+    """--wap_location post_projector: post-hoc WAP and CTD pool the projector's output tokens, the student emits
+    the LLM's width, and LMA trains LoRA alone (no projector is on either compressed path)."""
+    work = tmp_path / "qs"
+    _run_quickstart(work, "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6", "--test_videos", "2",
+                    "--latency_repeats", "1", "--wap_location", "post_projector")
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["ctd"]["wap_location"] == "post_projector"
+    assert [r["visual_tokens"] for r in summary["pipelines"]] == [16, 2, 4, 2, 4]
+    assert {e: v["trainable"] for e, v in summary["lma"].items()} == {"student": "lora", "teacher_wap": "lora"}
+    student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())["model"]
+    assert student["location"] == "post_projector"
+    assert student["student"]["downsample"][-1]["stride"] == [2, 4, 4]
+    assert student["student"]["out_dim"] == 96  # the tiny teacher's LLM width
+    assert (work / "liteframe_hf" / "config.json").is_file()
+
+
 def test_quickstart_help_exits_zero_and_bad_flags_fail():
     proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -87,8 +105,7 @@ def test_quickstart_help_exits_zero_and_bad_flags_fail():
     for flag, value, message in (("--lma_steps", "0", "lma_steps"), ("--scale", "32", "frames x --scale"),
                                  ("--teacher", "/nonexistent", "not a checkpoint directory"),
                                  ("--lma_trainable", "llm", "projector+lora"),
-                                 ("--lma_shape_videos", "-1", "lma_shape_videos must be >= 0"),
-                                 ("--wap_location", "post_projector", "not supported by the main job yet")):
+                                 ("--lma_shape_videos", "-1", "lma_shape_videos must be >= 0")):
         proc = subprocess.run([sys.executable, "-m", "experiments.quickstart", flag, value], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]

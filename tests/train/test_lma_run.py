@@ -95,3 +95,44 @@ def test_uint8_batches_normalized_in_the_step_train_like_host_normalized_ones(st
 def test_bad_configs_fail_before_compiling(tmp_path, override, message):
     proc = train(tmp_path / "bad", override)
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
+
+
+
+def post_projector_student(dst):
+    """A random tiny student whose tokens live after the projector, written as a CTD run writes one: the
+    student plus the teacher's projector (the connector its targets went through)."""
+    import dataclasses
+
+    import flax.linen as nn
+
+    from configs import internvl3_tiny
+    from liteframe_jax.checkpoints.liteframe_store import save_liteframe
+    from liteframe_jax.models.config import DownsampleStage, InternVLConfig
+    from liteframe_jax.models.internvl import init_params
+    from liteframe_jax.models.liteframe import LiteFrameConfig, init_liteframe
+    from liteframe_jax.train.tiny_demo import tiny_student
+
+    teacher = InternVLConfig.from_dict(internvl3_tiny.get_config().model.to_dict())
+    student = dataclasses.replace(tiny_student(), out_dim=teacher.text.hidden_size,
+                                  downsample=(DownsampleStage(1, (2, 4, 4), (3, 4, 4)),))
+    cfg = LiteFrameConfig(student, teacher, "post_projector").validate()
+    params = nn.unbox(init_liteframe(cfg, with_llm=False))
+    assert "projector" not in params  # nothing on this path runs it
+    save_liteframe(dst, cfg, {**params, "projector": nn.unbox(init_params(teacher))["projector"]}, stage="ctd")
+    return dst
+
+
+def test_a_student_after_the_projector_trains_without_one_and_writes_a_loadable_model(tmp_path):
+    """post_projector: the student's tokens skip the projector, so the pipeline has none (training it is
+    refused; LoRA alone trains) and the written model loads without one."""
+    import liteframe_jax as lf
+    student = post_projector_student(tmp_path / "student")
+    work = tmp_path / "post_projector"
+    proc = train(work, f"--config.student.checkpoint={student}", "--config.trainable=lora",
+                 "--config.curriculum=2:2", "--config.train.eval_every=2", "--config.train.checkpoint_every=2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    model = lf.load(work / "model")
+    assert model.config.location == "post_projector"
+    assert "projector" not in model.params and {"student", "llm"} <= set(model.params)
+    refused = train(tmp_path / "bad", f"--config.student.checkpoint={student}")  # trainable projector+lora
+    assert refused.returncode == 1 and "projector is not on the visual path" in refused.stderr, refused.stderr[-2000:]
