@@ -36,16 +36,13 @@ _DEFAULT_TEACHER = Path(__file__).resolve().parent / "assets" / "tiny_teacher"
 def count_questions(record, video, rng: np.random.Generator) -> list:
     """The benchmark's event_count `record` about `video` -> the three records of TARGETS (tasks
     "count_<target>@<drawn|hidden>"), same options, each answer the letter of its true count."""
-    from liteframe_jax.data.synthetic import PALETTE, SHAPES
-    from liteframe_jax.data.video_qa import EVENT_QUESTION_TEMPLATES, LETTERS, describe
+    from liteframe_jax.data.synthetic import SHAPES
+    from liteframe_jax.data.video_qa import EVENT_QUESTION_TEMPLATES, LETTERS, describe, unused_colors
 
     if record.task != "event_count":
         raise ValueError(f"want an event_count record, got task {record.task!r}")
     single = video.singles[rng.integers(len(video.singles))]
-    used = {video.repeated[0], *(e.color for e in video.singles), *(f.color for f in video.flashes)}
-    if video.persistent is not None:
-        used.add(video.persistent.color)
-    free = [c for c in PALETTE if c not in used]
+    free = unused_colors(video)
     absent = describe(free[rng.integers(len(free))], SHAPES[rng.integers(len(SHAPES))])
     where = "drawn" if video.spec.show_persistent else "hidden"
     out = []

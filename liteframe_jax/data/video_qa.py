@@ -439,6 +439,15 @@ def synthetic_questions(video: SyntheticVideo, rng: np.random.Generator) -> list
 
 # ---------------------------------------------------------------------------------------- events benchmark
 
+def unused_colors(video: EventVideo) -> list[str]:
+    """The palette colours (in palette order) that nothing in the events clip has: no object, brief or
+    persistent (when drawn), no flash, and not the repeated object's (asked about even when it appears 0 times).
+    Absent options are drawn from them, so exactly one option is right."""
+    used = {*([video.persistent.color] if video.persistent else []), video.repeated[0],
+            *(e.color for e in video.singles), *(f.color for f in video.flashes)}
+    return [c for c in PALETTE if c not in used]
+
+
 def event_questions(video: EventVideo, rng: np.random.Generator) -> list[QARecord]:
     """Multiple-choice questions about one events clip (module doc), one per task, with their evidence:
     event_count about the repeated object (options 0..3), event_order over the one-off objects plus one absent
@@ -448,9 +457,7 @@ def event_questions(video: EventVideo, rng: np.random.Generator) -> list[QARecor
     Absent objects have colours nothing in the clip has, so exactly one option is right."""
     persistent, singles, t_total = video.persistent, video.singles, video.spec.num_frames
     flashes = video.flashes
-    used = {*([persistent.color] if persistent else []), video.repeated[0], *(e.color for e in singles),
-            *(f.color for f in flashes)}
-    unused = [c for c in PALETTE if c not in used]
+    unused = unused_colors(video)
     absent = [describe(unused[i], SHAPES[rng.integers(len(SHAPES))]) for i in rng.permutation(len(unused))]
     records = []
 

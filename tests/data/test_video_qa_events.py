@@ -12,7 +12,7 @@ from liteframe_jax.data.synthetic import PALETTE, SHAPES, SyntheticVideoSpec, sh
 from liteframe_jax.data.synthetic_events import EventVideoSpec, make_event_video
 from liteframe_jax.data.video_qa import (LETTERS, QARecord, build_synthetic_benchmark, chance_level,
                                          read_records, synthetic_spec, synthetic_splits, synthetic_video_for,
-                                         write_records)
+                                         unused_colors, write_records)
 
 SPEC = EventVideoSpec(num_frames=80, size=64, min_event_frames=2, max_event_frames=5, min_gap_frames=2, seed=2)
 NUM_VIDEOS = 40
@@ -113,6 +113,16 @@ def test_presence_answer_is_the_only_option_in_the_video(records, shown):
         assert present == [answer_text(r)], r.id
         assert not shown[r.video][color_of(answer_text(r))].all()  # a brief event, not the persistent object
 
+
+
+def test_unused_colours_are_those_no_pixel_and_no_flash_of_the_clip_shows_nor_the_count_asks_about(shown, flashed):
+    for i in range(NUM_VIDEOS):
+        video = make_event_video(i, SPEC)
+        seen = {c for c, frames in shown[video.video_id].items() if frames.any()} | {flashed[video.video_id][0]}
+        seen.add(video.repeated[0])  # the count question's object, even in a clip where it appears 0 times
+        assert unused_colors(video) == [c for c in PALETTE if c not in seen], video.video_id
+        hidden = make_event_video(i, dataclasses.replace(SPEC, show_persistent=False))
+        assert unused_colors(hidden) == [c for c in PALETTE if c not in seen - {video.persistent.color}]
 
 def test_flash_answers_are_the_colour_filling_the_frame_and_its_separate_runs(records, flashed):
     counts = set()
