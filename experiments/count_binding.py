@@ -106,9 +106,11 @@ def main(argv):
     print(f"[count_binding] {len(records)} questions about {f.clips} held-out dense clips, drawn and hidden; "
           f"loading {f.checkpoint}", flush=True)
     model = load_model(f.checkpoint, None)
+    step = max(1, len(records) // 10)  # about ten progress lines, each when a tenth more is answered
     result = evaluate_benchmark(model, records, f.frames, "loglik_text", f.batch_size, system_message="none",
                                 progress=lambda done, total: print(f"[count_binding] {done}/{total} questions",
-                                                                   flush=True) if done == total else None)
+                                                                   flush=True)
+                                if done == total or done // step > (done - f.batch_size) // step else None)
     answered = answer_counts(result, records)
     cells = {}
     print(f"{'question':22s} {'n':>4s}  accuracy [95% CI]      answered 0 / 1 / 2 / 3")

@@ -70,7 +70,8 @@ def test_answer_counts_maps_each_predicted_letter_to_its_options_count():
 
 def test_the_cli_scores_the_shipped_teacher_and_writes_every_cell(tmp_path):
     out = tmp_path / "binding.json"
-    proc = subprocess.run([sys.executable, "-m", "experiments.count_binding", "--clips", "2", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "experiments.count_binding", "--clips", "2", "--batch_size", "4",
+                           "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -80,6 +81,7 @@ def test_the_cli_scores_the_shipped_teacher_and_writes_every_cell(tmp_path):
         assert cell["ci95"][0] <= cell["accuracy"] <= cell["ci95"][1]
     assert all(0 <= v <= 1 for v in result["binding_tv"].values())
     assert "total-variation distance" in proc.stdout
+    assert all(f"[count_binding] {k}/12 questions" in proc.stdout for k in (4, 8, 12))  # progress per tenth
     bad = subprocess.run([sys.executable, "-m", "experiments.count_binding", "--clips", "0"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--clips >= 1" in bad.stderr
