@@ -39,6 +39,7 @@ def get_config(arg: str | None = None):
     c.teacher = ml_collections.ConfigDict()
     c.teacher.checkpoint = ""  # imported InternVL3 dir (projector + LLM [+ ViT for teacher encoders])
     c.teacher.model = (internvl3_tiny if tiny else internvl3_8b).get_config().model
+    c.teacher.grow_text_layers = 0  # > 0: deepen the checkpoint's LLM to this many layers (new ones add nothing)
     c.student = ml_collections.ConfigDict()
     c.student.checkpoint = ""  # LiteFrame encoder from CTD (DIR/student); "" = random student (tiny demo only)
     c.wap = ml_collections.ConfigDict(WAPConfig(window=(2, 2, 2) if tiny else (4, 2, 2)).to_dict())  # teacher_wap
@@ -78,6 +79,7 @@ def get_config(arg: str | None = None):
     # the train split (their clips drawn with seed + 1): weights an under-trained task; 0 = none
     c.data.synthetic_extra_videos = 0
     c.data.synthetic_extra_tasks = ""
+    c.data.synthetic_extra_clips = "benchmark"  # events: "dense" draws the extra questions' clips dense instead
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.sharding_rules = [list(rule) for rule in DEFAULT_RULES]  # the library's table; override per run if needed

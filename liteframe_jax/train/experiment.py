@@ -47,16 +47,25 @@ class LMAExperiment:
 
 
 def teacher_model(config, for_run: bool = True) -> InternVLConfig:
-    """The teacher's architecture: its imported checkpoint's (at config.teacher.model.dtype) when
+    """The teacher's architecture: its imported checkpoint's (at config.teacher.model.dtype; with
+    teacher.grow_text_layers N > 0 its LLM N layers deep, the new ones added by train.teacher.grown_llm) when
     teacher.checkpoint is set, otherwise config.teacher.model. ValueError for a non-InternVL checkpoint, or (for a
     run) no checkpoint outside the tiny demo."""
-    ckpt = config.teacher.checkpoint
+    ckpt, grow = config.teacher.checkpoint, config.teacher.get("grow_text_layers", 0)
     if ckpt:
         meta = store.read_metadata(ckpt)
         if meta["kind"] != "internvl":
             raise ValueError(f"teacher.checkpoint {ckpt} holds a {meta['kind']!r} checkpoint; expected an imported "
                              "InternVL3 (converters.import_internvl3)")
-        return InternVLConfig.from_dict(meta["model"]).replace(dtype=config.teacher.model.dtype).validate()
+        cfg = InternVLConfig.from_dict(meta["model"]).replace(dtype=config.teacher.model.dtype)
+        if grow:
+            if grow < cfg.text.num_layers:
+                raise ValueError(f"teacher.grow_text_layers={grow} is fewer than the checkpoint's "
+                                 f"{cfg.text.num_layers} LLM layers")
+            cfg = cfg.replace(text=cfg.text.replace(num_layers=grow))
+        return cfg.validate()
+    if grow:
+        raise ValueError("teacher.grow_text_layers deepens a teacher.checkpoint's LLM; none is set")
     if for_run and config.variant != "tiny":
         raise ValueError("teacher.checkpoint is required (import one with converters.import_internvl3); random "
                          "teachers are only allowed for the tiny demo variant")
@@ -175,10 +184,13 @@ def parse_lma(config, for_run: bool = True, process_count: int = 1) -> LMAExperi
         errors.append("data.train_file (JSONL QA records) is required outside the tiny demo")
     embedded_events = not config.data.train_file and config.data.synthetic_benchmark == "events"
     clips = config.data.get("synthetic_train_clips", "benchmark")
-    if clips not in ("benchmark", "dense"):
-        errors.append(f"data.synthetic_train_clips must be 'benchmark' or 'dense', got {clips!r}")
+    extra_clips = config.data.get("synthetic_extra_clips", "benchmark")
+    for field, value in (("synthetic_train_clips", clips), ("synthetic_extra_clips", extra_clips)):
+        if value not in ("benchmark", "dense"):
+            errors.append(f"data.{field} must be 'benchmark' or 'dense', got {value!r}")
     for field, used in (("synthetic_separate_persistent", config.data.get("synthetic_separate_persistent", False)),
-                        ("synthetic_train_clips='dense'", clips == "dense")):
+                        ("synthetic_train_clips='dense'", clips == "dense"),
+                        ("synthetic_extra_clips='dense'", extra_clips == "dense")):
         if used and not embedded_events:
             errors.append(f"data.{field} applies to the embedded events benchmark only (no data.train_file, "
                           "data.synthetic_benchmark='events')")

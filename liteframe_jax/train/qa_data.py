@@ -50,7 +50,10 @@ def load_qa_records(config, log=print):
                                  separate_persistent=d.get("synthetic_separate_persistent", False))[0]
         if d.get("synthetic_extra_videos", 0) > 0:  # about 12 ms a clip: minutes for thousands
             log(f"adding the {d.synthetic_extra_tasks} questions of {d.synthetic_extra_videos} more synthetic clips")
-        train += extra_synthetic_questions(spec, d.get("synthetic_extra_videos", 0),
+        extra_spec = spec
+        if d.get("synthetic_extra_clips", "benchmark") == "dense":
+            extra_spec = dataclasses.replace(spec, **DENSE_FIELDS)
+        train += extra_synthetic_questions(extra_spec, d.get("synthetic_extra_videos", 0),
                                            d.get("synthetic_extra_tasks", ""), d.synthetic_seed)
         return train, synthetic_splits(spec, 0, d.synthetic_test_videos, seed=d.synthetic_seed)[1]
     out = []
@@ -67,8 +70,8 @@ def load_qa_records(config, log=print):
 
 
 def extra_synthetic_questions(spec, videos: int, tasks: str, seed: int) -> list:
-    """The questions of `tasks` (comma-separated task names) about `videos` more train clips like the eval split's
-    (`spec`), drawn with spec seed + 1 so that their clips and ids differ from the train split's: weights a task
+    """The questions of `tasks` (comma-separated task names) about `videos` more train clips of `spec` (the eval
+    split's, or its dense variant), drawn with spec seed + 1 so that their clips and ids differ from the train split's: weights a task
     that the mix of one question per task and clip under-trains (README, "Teacher pre-training")."""
     if videos <= 0:
         return []

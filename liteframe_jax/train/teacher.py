@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from liteframe_jax.checkpoints import store
@@ -24,9 +25,33 @@ def teacher_params(config, cfg: InternVLConfig, parts: tuple[str, ...] | None = 
     """The teacher's (unboxed) params, only the top-level `parts` ("vision", "projector", "llm"; None = all):
     read from config.teacher.checkpoint, or randomly initialized with config.seed for the tiny demo. Placed in
     `shardings` (a matching tree) when given, else on the host / first device."""
-    abstract = nn.unbox(abstract_params(cfg))
     keep = lambda tree: {k: v for k, v in tree.items() if parts is None or k in parts}
-    if config.teacher.checkpoint:
-        return store.restore_params(config.teacher.checkpoint, keep(abstract), shardings)
-    params = keep(nn.unbox(init_params(cfg, seed=config.seed)))
+    ckpt = config.teacher.checkpoint
+    if ckpt:
+        stored_layers = store.read_metadata(ckpt)["model"]["text"]["num_layers"]
+        if stored_layers == cfg.text.num_layers:
+            return store.restore_params(ckpt, keep(nn.unbox(abstract_params(cfg))), shardings)
+        # teacher.grow_text_layers (teacher_model): read the stored layers, then append the new ones
+        stored_cfg = cfg.replace(text=cfg.text.replace(num_layers=stored_layers))
+        params = keep(store.restore_params(ckpt, keep(nn.unbox(abstract_params(stored_cfg)))))
+        if "llm" in params:
+            params["llm"] = grown_llm(params["llm"], cfg.text.num_layers)
+    else:
+        params = keep(nn.unbox(init_params(cfg, seed=config.seed)))
     return params if shardings is None else jax.device_put(params, shardings)
+
+
+def grown_llm(llm: dict, num_layers: int) -> dict:
+    """LLM params (unboxed, "layers_0".."layers_<n-1>") deepened to `num_layers`: each new layer is a copy of the
+    last one with its attention output and MLP down projections zeroed, so it adds nothing to the residual
+    stream and the grown LLM computes what the stored one does until training moves it. ValueError when
+    num_layers is smaller than the stored depth."""
+    n = sum(k.startswith("layers_") for k in llm)
+    if num_layers < n:
+        raise ValueError(f"cannot grow an LLM of {n} layers to {num_layers}")
+    last = llm[f"layers_{n - 1}"]
+    if not {"attn", "down"} <= set(last) or "o" not in last["attn"]:
+        raise ValueError(f"layer layout {sorted(last)} has no attn/o and down projections to zero")
+    silent = {**last, "attn": {**last["attn"], "o": jax.tree.map(jnp.zeros_like, last["attn"]["o"])},
+              "down": jax.tree.map(jnp.zeros_like, last["down"])}
+    return {**llm, **{f"layers_{i}": jax.tree.map(jnp.copy, silent) for i in range(n, num_layers)}}

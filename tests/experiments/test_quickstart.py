@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,37 +66,27 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
     assert (work / "teacher_original" / "config.json").is_file() and (work / "liteframe_hf" / "config.json").is_file()
 
 
-def test_wap_before_pixel_shuffle_keeps_the_token_counts_with_a_student_of_the_teachers_vit_width(tmp_path):
+@pytest.mark.parametrize("location,stride,out_dim,trainable", [
+    ("pre_shuffle", [2, 2, 2], 64, "projector+lora"),  # the tiny teacher's ViT width
+    ("post_projector", [2, 4, 4], 96, "lora"),  # the tiny teacher's LLM width
+])
+def test_other_wap_locations_keep_the_token_counts_with_a_student_of_that_locations_width(tmp_path, location, stride,
+                                                                                         out_dim, trainable):
     """--wap_location pre_shuffle (the real-size configs' pooling): post-hoc WAP and CTD pool the ViT's patch
-    features before pixel shuffle, the student strides 2 x 2 in space and emits the ViT's width, and every
-    pipeline keeps its token count."""
+    features before pixel shuffle and the student strides 2 x 2 in space. post_projector: they pool the projector's
+    output tokens, the student strides 4 x 4 and LMA trains LoRA alone (no projector is on either compressed
+    path). Every pipeline keeps its token count."""
     work = tmp_path / "qs"
     _run_quickstart(work, "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6", "--test_videos", "2",
-                    "--latency_repeats", "1", "--wap_location", "pre_shuffle")
+                    "--latency_repeats", "1", "--wap_location", location)
     summary = json.loads((work / "summary.json").read_text())
-    assert summary["ctd"]["wap_location"] == "pre_shuffle"
+    assert summary["ctd"]["wap_location"] == location
     assert [r["visual_tokens"] for r in summary["pipelines"]] == [16, 2, 4, 2, 4]
+    assert {e: v["trainable"] for e, v in summary["lma"].items()} == {"student": trainable, "teacher_wap": trainable}
     student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())["model"]
-    assert student["location"] == "pre_shuffle", student.keys()
-    assert student["student"]["downsample"][-1]["stride"] == [2, 2, 2]
-    assert student["student"]["out_dim"] == 64  # the tiny teacher's ViT width
-
-
-
-def test_wap_after_the_projector_trains_lora_alone_on_tokens_of_the_llms_width(tmp_path):
-    """--wap_location post_projector: post-hoc WAP and CTD pool the projector's output tokens, the student emits
-    the LLM's width, and LMA trains LoRA alone (no projector is on either compressed path)."""
-    work = tmp_path / "qs"
-    _run_quickstart(work, "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6", "--test_videos", "2",
-                    "--latency_repeats", "1", "--wap_location", "post_projector")
-    summary = json.loads((work / "summary.json").read_text())
-    assert summary["ctd"]["wap_location"] == "post_projector"
-    assert [r["visual_tokens"] for r in summary["pipelines"]] == [16, 2, 4, 2, 4]
-    assert {e: v["trainable"] for e, v in summary["lma"].items()} == {"student": "lora", "teacher_wap": "lora"}
-    student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())["model"]
-    assert student["location"] == "post_projector"
-    assert student["student"]["downsample"][-1]["stride"] == [2, 4, 4]
-    assert student["student"]["out_dim"] == 96  # the tiny teacher's LLM width
+    assert student["location"] == location
+    assert student["student"]["downsample"][-1]["stride"] == stride
+    assert student["student"]["out_dim"] == out_dim
     assert (work / "liteframe_hf" / "config.json").is_file()
 
 

@@ -91,6 +91,8 @@ def test_uint8_batches_normalized_in_the_step_train_like_host_normalized_ones(st
     ("--config.data.synthetic_separate_persistent=True", "applies to the embedded events benchmark only"),
     ("--config.data.synthetic_train_clips=sparse", "must be 'benchmark' or 'dense'"),
     ("--config.data.synthetic_train_clips=dense", "synthetic_train_clips='dense' applies to the embedded events"),
+    ("--config.data.synthetic_extra_clips=sparse", "synthetic_extra_clips must be 'benchmark' or 'dense'"),
+    ("--config.teacher.grow_text_layers=4", "deepens a teacher.checkpoint's LLM; none is set"),
 ])
 def test_bad_configs_fail_before_compiling(tmp_path, override, message):
     proc = train(tmp_path / "bad", override)

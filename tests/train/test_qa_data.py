@@ -65,3 +65,20 @@ def test_extra_questions_are_checked_before_training():
     assert "synthetic_extra_videos is 0" in extra_questions_problems(d)[0]
     d.synthetic_extra_tasks = ""
     assert extra_questions_problems(d) == []
+
+
+def test_extra_questions_are_drawn_from_dense_clips_when_asked():
+    """data.synthetic_extra_clips: the extra questions' clips are the eval split's (128 frames) or their dense
+    variant (48 frames, every event seen by 12), drawn with seed + 1 either way."""
+    config = lma.get_config("variant=tiny")
+    config.data.synthetic_benchmark, config.data.synthetic_video_frames = "events", 128
+    config.data.synthetic_train_videos, config.data.synthetic_test_videos = 2, 1
+    config.data.synthetic_extra_videos, config.data.synthetic_extra_tasks = 3, "event_count,persistent_shape"
+    frames = {}
+    for clips in ("benchmark", "dense"):
+        config.data.synthetic_extra_clips = clips
+        train, _ = load_qa_records(config, log=lambda _: None)
+        extra = [r for r in train if r.video.startswith("synthetic:1:")]
+        assert sorted(r.task for r in extra) == ["event_count"] * 3 + ["persistent_shape"] * 3
+        frames[clips] = {r.synthetic["num_frames"] for r in extra}
+    assert frames == {"benchmark": {128}, "dense": {48}}
