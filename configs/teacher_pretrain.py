@@ -16,9 +16,14 @@ The default (the shipped teacher's recipe) trains on dense, separated clips for 
 turn (a new frame count recompiles the step; the LLM sees both prompt lengths). `stages` takes that form with "/"
 between the FRAMES:STEPS items; giving `frames` or `steps` trains one stage instead (frames 12, steps 3000
 unless given). For benchmark=shapes the clips are the benchmark's own and `separate` does not apply.
-The shipped teacher is the default run followed by SHAPE_STAGE: init=DIR starts from a teacher instead of random
-init, shape_videos=N adds the persistent-shape questions of N more benchmark train clips
-(data.synthetic_extra_videos / synthetic_extra_tasks).
+The shipped teacher is the default run followed by SHAPE_STAGE; GROW_STAGE and COUNT_STAGE continue it into a
+teacher that counts brief appearances above chance (not shipped: README, "Teacher pre-training"). init=DIR starts
+from a teacher instead of random init, shape_videos=N adds the persistent-shape questions of N more benchmark train
+clips (data.synthetic_extra_videos / synthetic_extra_tasks), extra_videos=N with extra_tasks=TASK+TASK... the
+questions of those tasks about N more clips (extra_clips=dense: dense clips; data.synthetic_extra_clips).
+text_layers: the LLM's depth (2 unless given); with init=DIR a larger one grows the checkpoint's LLM
+(teacher.grow_text_layers: new layers copy its last one with zeroed output projections, so the grown teacher
+starts out answering as it did).
 """
 
 from configs import internvl3_tiny, lma
@@ -30,6 +35,14 @@ STAGES = "12:600/20:400/12:600/20:400/12:500/20:500"
 # the shipped teacher's second command: from the first command's teacher, 2500 steps at 12 frames on the same
 # data plus the persistent-shape questions of 12000 more benchmark clips (README, "Teacher pre-training")
 SHAPE_STAGE = "init=runs/teacher_pretrain/model,shape_videos=12000,frames=12,steps=2500"
+# two more commands after it (not shipped; README, "Teacher pre-training"): from the second command's teacher with
+# its LLM grown to 4 layers (the new ones start silent), 2500 steps at 12 frames on the same data plus the
+# persistent-shape and event-count questions of 12000 more dense clips with the always-visible object drawn; then
+# 3000 more steps with the questions of both tasks about 24000 such clips instead
+GROW_STAGE = ("init=runs/teacher_shape/model,text_layers=4,extra_videos=12000,extra_tasks=persistent_shape+event_count,"
+              "extra_clips=dense,frames=12,steps=2500")
+COUNT_STAGE = ("init=runs/teacher_count/model,extra_videos=24000,extra_tasks=persistent_shape+event_count,"
+               "extra_clips=dense,frames=12,steps=3000")
 
 
 def _stages(args) -> list[tuple[int, int]]:
@@ -44,9 +57,11 @@ def _stages(args) -> list[tuple[int, int]]:
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, choices={"benchmark": ("events", "shapes"), "clips": ("", "benchmark", "dense")}, steps=0,
+    args = parse_arg(arg, choices={"benchmark": ("events", "shapes"), "clips": ("", "benchmark", "dense"),
+                                   "extra_clips": ("benchmark", "dense")}, steps=0,
                      frames=0, stages=STAGES, videos=3000, benchmark="events", batch_size=8, vision_layers=4,
-                     text_layers=2, image_size=56, clips="", separate=True, shape_videos=0, init="")
+                     text_layers=0, image_size=56, clips="", separate=True, shape_videos=0, extra_videos=0,
+                     extra_tasks="", extra_clips="benchmark", init="")
     stages = _stages(args)
     steps, frames = sum(s for _, s in stages), max(f for f, _ in stages)
     if steps < 2 or min(min(s) for s in stages) < 1 or args.videos < 1:
@@ -59,7 +74,8 @@ def get_config(arg: str | None = None):
     events = args.benchmark == "events"
     if args.clips == "dense" and not events:
         raise ValueError("clips=dense applies to benchmark=events only")
-    c.teacher.model = internvl3_tiny.get_config(f"vision_layers={args.vision_layers},text_layers={args.text_layers},"
+    c.teacher.model = internvl3_tiny.get_config(f"vision_layers={args.vision_layers},"
+                                                f"text_layers={args.text_layers or 2},"
                                                 f"image_size={args.image_size}").model
     c.data.image_size = tuple(c.teacher.model.vision.image_size)
     c.optim.peak_lr = 2e-3
@@ -71,11 +87,17 @@ def get_config(arg: str | None = None):
     c.data.synthetic_train_videos = args.videos
     c.data.synthetic_train_clips = args.clips or ("dense" if events else "benchmark")
     c.data.synthetic_separate_persistent = args.separate and events
-    if args.shape_videos < 0:
-        raise ValueError(f"shape_videos must be >= 0, got {args.shape_videos}")
-    c.data.synthetic_extra_videos = args.shape_videos
-    c.data.synthetic_extra_tasks = ("persistent_shape" if events else "shape") if args.shape_videos else ""
+    if args.shape_videos < 0 or args.extra_videos < 0:
+        raise ValueError(f"shape_videos and extra_videos must be >= 0, got {args.shape_videos}, {args.extra_videos}")
+    if args.shape_videos and (args.extra_videos or args.extra_tasks):
+        raise ValueError("give shape_videos (the shape questions of N more clips) or extra_videos + extra_tasks, "
+                         "not both")
+    c.data.synthetic_extra_videos = args.shape_videos or args.extra_videos
+    c.data.synthetic_extra_tasks = (("persistent_shape" if events else "shape") if args.shape_videos
+                                    else args.extra_tasks.replace("+", ","))
+    c.data.synthetic_extra_clips = args.extra_clips
     c.teacher.checkpoint = args.init
+    c.teacher.grow_text_layers = args.text_layers if args.init else 0
     c.data.synthetic_test_videos = 60
     # the longest prompt: (image_size / 28)^2 visual tokens + about 12 text tokens per frame, plus the question
     c.data.max_length = 160 + (12 + (args.image_size // 28) ** 2) * frames

@@ -29,18 +29,24 @@ def _json_roundtrip(config) -> dict:
     return json.loads(json.dumps(config.to_dict(), default=list))
 
 
-# fields added to the config after the first command ran, at values that change nothing
-ADDED_SINCE_FIRST = {"data.synthetic_extra_videos": 0, "data.synthetic_extra_tasks": ""}
+# fields added to the config after the first (second) command ran, at values that change nothing
+ADDED_SINCE_SECOND = {"data.synthetic_extra_clips": "benchmark", "teacher.grow_text_layers": 0}
+ADDED_SINCE_FIRST = {"data.synthetic_extra_videos": 0, "data.synthetic_extra_tasks": "", **ADDED_SINCE_SECOND}
+
+
+def _recorded_equals_documented(recorded: str, documented: str | None, added: dict) -> None:
+    """The run config the asset recorded is the documented command's, less fields added since at no-op values."""
+    then = _flat(json.loads((SHIPPED_TEACHER / recorded).read_text()))
+    now = _flat(_json_roundtrip(teacher_pretrain.get_config(documented)))
+    assert {k: now.pop(k) for k in added} == added and then == now
 
 
 def test_the_shipped_teacher_was_made_by_the_two_documented_commands():
-    first = _flat(json.loads((SHIPPED_TEACHER / "pretrain_config.json").read_text()))
-    now = _flat(_json_roundtrip(teacher_pretrain.get_config()))
-    assert {k: now.pop(k) for k in ADDED_SINCE_FIRST} == ADDED_SINCE_FIRST and first == now
-    second = json.loads((SHIPPED_TEACHER / "shape_stage_config.json").read_text())
-    assert _flat(second) == _flat(_json_roundtrip(teacher_pretrain.get_config(teacher_pretrain.SHAPE_STAGE)))
+    _recorded_equals_documented("pretrain_config.json", None, ADDED_SINCE_FIRST)
+    _recorded_equals_documented("shape_stage_config.json", teacher_pretrain.SHAPE_STAGE, ADDED_SINCE_SECOND)
     model = lf.load(SHIPPED_TEACHER)
     assert model.llm_config.vision.image_size == (56, 56) and "vision" in model.params
+    assert model.llm_config.text.num_layers == 2
     size = sum(f.stat().st_size for f in SHIPPED_TEACHER.rglob("*") if f.is_file())
     assert size < 4e6  # a few MB in the repository
 
@@ -61,12 +67,29 @@ def test_config_arguments_are_checked():
         teacher_pretrain.get_config("image_size=84")
     with pytest.raises(ValueError, match="benchmark=events only"):
         teacher_pretrain.get_config("benchmark=shapes,clips=dense")
-    with pytest.raises(ValueError, match="shape_videos must be >= 0"):
+    with pytest.raises(ValueError, match="shape_videos and extra_videos must be >= 0, got -1, 0"):
         teacher_pretrain.get_config("shape_videos=-1")
     c = teacher_pretrain.get_config("init=runs/teacher/model,shape_videos=12000,frames=12,steps=1000")
     assert c.teacher.checkpoint == "runs/teacher/model" and c.curriculum == "12:1000"
     assert (c.data.synthetic_extra_videos, c.data.synthetic_extra_tasks) == (12000, "persistent_shape")
     assert teacher_pretrain.get_config("benchmark=shapes,shape_videos=10").data.synthetic_extra_tasks == "shape"
+    with pytest.raises(ValueError, match="not both"):
+        teacher_pretrain.get_config("shape_videos=10,extra_videos=10,extra_tasks=event_count")
+    with pytest.raises(ValueError, match="must be >= 0, got 0, -1"):
+        teacher_pretrain.get_config("extra_videos=-1")
+    c = teacher_pretrain.get_config(teacher_pretrain.GROW_STAGE)
+    assert (c.teacher.checkpoint, c.teacher.grow_text_layers, c.curriculum) == ("runs/teacher_shape/model", 4,
+                                                                               "12:2500")
+    assert (c.data.synthetic_extra_videos, c.data.synthetic_extra_tasks, c.data.synthetic_extra_clips) == \
+        (12000, "persistent_shape,event_count", "dense")
+    c = teacher_pretrain.get_config(teacher_pretrain.COUNT_STAGE)
+    assert (c.teacher.checkpoint, c.teacher.grow_text_layers) == ("runs/teacher_count/model", 0)  # stays 4 deep
+    assert (c.data.synthetic_extra_videos, c.data.synthetic_extra_tasks, c.curriculum) == \
+        (24000, "persistent_shape,event_count", "12:3000")
+    # without init, text_layers is the random LLM's depth (2 unless given) and nothing grows
+    assert teacher_pretrain.get_config().teacher.model.text.num_layers == 2
+    c = teacher_pretrain.get_config("text_layers=3")
+    assert c.teacher.model.text.num_layers == 3 and c.teacher.grow_text_layers == 0
     c = teacher_pretrain.get_config("frames=12,image_size=112")
     assert c.teacher.model.vision.image_size == (112, 112) and c.data.image_size == (112, 112)
     assert c.data.synthetic_train_clips == "dense" and c.data.synthetic_separate_persistent
@@ -144,3 +167,33 @@ def test_the_shape_stage_continues_from_the_first_stages_teacher(first_stage, tm
     norm = lambda leaves: np.sqrt(sum(float(np.sum(np.square(x))) for x in leaves))  # noqa: E731
     # 4 small steps from the first stage's weights (a fresh init would be as far away as the weights are long)
     assert norm(moved) < 0.05 * norm(jax.tree.leaves(before.params))
+
+
+def test_the_count_stages_deepen_the_llm_and_train_on_dense_count_questions(first_stage, tmp_path):
+    """Reduced GROW_STAGE: init= a teacher, its LLM grown from 2 to 4 layers, plus the event-count and
+    persistent-shape questions of extra_videos more dense clips. The old weights move a little, the new layers'
+    zeroed output projections start to move. Reduced COUNT_STAGE: from that teacher, the event-count questions of
+    more dense clips, the LLM staying 4 layers deep."""
+    work, _ = first_stage
+    count = tmp_path / "count"
+    _train(["--config", f"configs/teacher_pretrain.py:init={work / 'model'},text_layers=4,extra_videos=12,"
+            "extra_tasks=persistent_shape+event_count,extra_clips=dense,videos=4,frames=2,steps=4",
+            "--workdir", str(count), "--config.train.eval_every=4", "--config.train.eval_batches=1",
+            "--config.train.checkpoint_every=4", "--config.train.log_every=1",
+            "--config.data.synthetic_test_videos=2"])
+    recorded = json.loads((count / "config.json").read_text())
+    assert recorded["teacher"]["grow_text_layers"] == 4 and recorded["data"]["synthetic_extra_clips"] == "dense"
+    before, after = lf.load(work / "model"), lf.load(count / "model")
+    assert (before.llm_config.text.num_layers, after.llm_config.text.num_layers) == (2, 4)
+    new = after.params["llm"]["layers_3"]
+    assert np.any(np.asarray(new["attn"]["o"]["kernel"]) != 0) and np.any(np.asarray(new["down"]["kernel"]) != 0)
+    old = np.asarray(before.params["llm"]["layers_1"]["up"]["kernel"])
+    moved = np.asarray(after.params["llm"]["layers_1"]["up"]["kernel"]) - old
+    assert np.any(moved != 0) and np.linalg.norm(moved) < 0.05 * np.linalg.norm(old)
+    fourth = tmp_path / "count2"
+    _train(["--config", f"configs/teacher_pretrain.py:init={count / 'model'},extra_videos=16,extra_tasks=event_count,"
+            "extra_clips=dense,videos=4,frames=2,steps=2", "--workdir", str(fourth), "--config.train.eval_every=2",
+            "--config.train.eval_batches=1", "--config.train.checkpoint_every=2",
+            "--config.data.synthetic_test_videos=2"])
+    assert json.loads((fourth / "config.json").read_text())["teacher"]["grow_text_layers"] == 0
+    assert lf.load(fourth / "model").llm_config.text.num_layers == 4
