@@ -71,8 +71,9 @@ def load_qa_records(config, log=print):
 
 def extra_synthetic_questions(spec, videos: int, tasks: str, seed: int) -> list:
     """The questions of `tasks` (comma-separated task names) about `videos` more train clips of `spec` (the eval
-    split's, or its dense variant), drawn with spec seed + 1 so that their clips and ids differ from the train split's: weights a task
-    that the mix of one question per task and clip under-trains (README, "Teacher pre-training")."""
+    split's, or its dense variant), drawn with spec seed + 1 so that their clips and ids differ from the train
+    split's: weights a task that the mix of one question per task and clip under-trains (README, "Teacher
+    pre-training")."""
     if videos <= 0:
         return []
     wanted = set(tasks.split(","))
