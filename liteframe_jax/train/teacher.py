@@ -33,7 +33,7 @@ def teacher_params(config, cfg: InternVLConfig, parts: tuple[str, ...] | None = 
             return store.restore_params(ckpt, keep(nn.unbox(abstract_params(cfg))), shardings)
         # teacher.grow_text_layers (teacher_model): read the stored layers, then append the new ones
         stored_cfg = cfg.replace(text=cfg.text.replace(num_layers=stored_layers))
-        params = keep(store.restore_params(ckpt, keep(nn.unbox(abstract_params(stored_cfg)))))
+        params = store.restore_params(ckpt, keep(nn.unbox(abstract_params(stored_cfg))))
         if "llm" in params:
             params["llm"] = grown_llm(params["llm"], cfg.text.num_layers)
     else:
