@@ -5,14 +5,15 @@
 The comparison the LiteFrame paper makes, at toy scale, on the synthetic "events" benchmark (128-frame clips with
 brief, sparse events and screen flashes next to an always-visible object):
 1. the teacher: the tiny InternVL3-shaped teacher pre-trained on the benchmark's train split (shipped in
-   experiments/assets/tiny_teacher, made by configs/teacher_pretrain.py; --pretrain_steps N trains it here);
+   experiments/assets/tiny_teacher, made by configs/teacher_pretrain.py's four documented commands;
+   --pretrain_steps N trains one here with the first command's recipe);
 2. exports it to the PyTorch InternVL3 layouts (transformers "hf" and OpenGVLab "original"), imports the "hf"
    export back through the real converter and checks it against transformers' PyTorch InternVL (logits, greedy
    tokens) and the "original" import against the "hf" one (bit-identical parameters);
 3. CTD: distils the LiteFrame student from the imported teacher's WAP-compressed tokens on events clips (WAP
-   after pixel shuffle here, --wap_location; the real-size configs pool before it);
-4. LMA (projector + LoRA, or --lma_trainable projector+llm; no projector with --wap_location post_projector, whose
-   tokens live after it) at 8T frames for the LiteFrame student and for the
+   after the projector here, --wap_location; the real-size configs pool before pixel shuffle);
+4. LMA (the full LLM, or LoRA with --lma_trainable projector+lora; the projector too where it is on the compressed
+   path, i.e. with --wap_location pre_shuffle / post_shuffle) at 8T frames for the LiteFrame student and for the
    teacher + post-hoc WAP, on the events train split with its event questions asked about the clips drawn
    without the always-visible object (data.synthetic_separate_persistent; README, "The method at toy scale")
    (--lma_shape_videos N adds the persistent-shape questions of N more clips);
@@ -46,18 +47,22 @@ _PRETRAIN = flags.DEFINE_integer("pretrain_steps", 0, "> 0: pre-train the teache
                                  "(configs/teacher_pretrain.py) instead of loading --teacher.")
 _FRAMES = flags.DEFINE_integer("frames", 8, "T: frames per clip of the teacher; the scaled pipelines see 8T.")
 _SCALE = flags.DEFINE_integer("scale", 8, "Frame multiplier of the scaled pipelines (8T).")
-_CTD_STEPS = flags.DEFINE_integer("ctd_steps", 1500, "CTD steps (1500: the post_shuffle student's held-out cosine "
-                                 "0.974 against 0.909 after 600; README \"The method at toy scale\").")
-_LMA_STEPS = flags.DEFINE_integer("lma_steps", 400, "LMA steps per pipeline.")
-_LMA_TRAINABLE = flags.DEFINE_enum("lma_trainable", "projector+lora", ["projector+lora", "projector+llm"],
-                                   "Groups LMA trains: the projector with LoRA adapters, or with the full LLM.")
+_CTD_STEPS = flags.DEFINE_integer("ctd_steps", 2500, "CTD steps (2500: the student's held-out normalized MSE "
+                                 "0.070 after the projector; 0.140 after 1500 steps loses the persistent shape, "
+                                 "0.035 after 4000 costs a minute more; README \"The method at toy scale\").")
+_LMA_STEPS = flags.DEFINE_integer("lma_steps", 400, "LMA steps per pipeline (300 lose 0.017 of the student's "
+                                  "accuracy at 8T; README \"The method at toy scale\").")
+_LMA_TRAINABLE = flags.DEFINE_enum("lma_trainable", "projector+llm", ["projector+lora", "projector+llm"],
+                                   "Groups LMA trains: the full LLM, or LoRA adapters, each with the projector "
+                                   "where it is on the compressed path (not with --wap_location post_projector).")
 _WAP_LOCATION = flags.DEFINE_enum(
-    "wap_location", "post_shuffle", ["pre_shuffle", "post_shuffle", "post_projector"],
-    "Where post-hoc WAP and CTD pool the teacher's tokens (WAPConfig.location); after pixel shuffle (the default "
-    "here) the student's last downsampling stage strides 4 x 4 in space so its grid is the pooled tokens'. "
-    "pre_shuffle (the real-size configs' default) averages a 56 px frame's quadrant, the whole persistent object, "
-    "into one feature and loses its shape (README, \"The method at toy scale\"). post_projector pools the "
-    "projector's output tokens: LMA then trains LoRA (or the LLM) alone, the projector being behind the tokens.")
+    "wap_location", "post_projector", ["pre_shuffle", "post_shuffle", "post_projector"],
+    "Where post-hoc WAP and CTD pool the teacher's tokens (WAPConfig.location). post_projector (the default here) "
+    "pools the projector's output tokens: LMA then trains the LLM (or LoRA) alone, the projector being behind the "
+    "tokens; the student's last downsampling stage strides 4 x 4 in space so its grid is the pooled tokens', as "
+    "after pixel shuffle (post_shuffle). pre_shuffle (the real-size configs' default) averages a 56 px frame's "
+    "quadrant, the whole persistent object, into one feature and loses its shape (README, \"The method at toy "
+    "scale\").")
 _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
 _LMA_SHAPE_VIDEOS = flags.DEFINE_integer(
     "lma_shape_videos", 0, "LMA also trains on the persistent-shape questions of this many more clips "
@@ -197,6 +202,22 @@ def lma_groups() -> str:
     return groups.removeprefix("projector+") if _WAP_LOCATION.value == "post_projector" else groups
 
 
+def lma_frame_store(work: Path, config, frames: int) -> str:
+    """The LMA clips rendered once (WORKDIR/lma_frames, data.frame_store) for both LMA runs, which read the same
+    clips: the batches are bit-identical to rendering each clip per step, without re-rendering it 8 times."""
+    from liteframe_jax.data.extract import extract_qa_frame_stores
+    from liteframe_jax.train.qa_data import load_qa_records, qa_config
+
+    out = work / "lma_frames"
+    if not out.is_dir():
+        train, evaluate = load_qa_records(config, log=lambda line: log("4/8", line))
+        result = extract_qa_frame_stores([train, evaluate], qa_config(config, frames), [frames], str(out),
+                                         frame_size="config", progress=False)
+        log("4/8", f"rendered the LMA clips once: {result['clips']} clips of {frames} frames -> {out} "
+                   f"({result['seconds']:.0f} s)")
+    return str(out)
+
+
 def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dict) -> Path:
     from configs import lma as lma_config
     from liteframe_jax.train import lma
@@ -222,6 +243,7 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     c.data.max_length = 160 + frames // 2 * (11 + (size // 56) ** 2)
     c.train.eval_every = _LMA_STEPS.value
     c.train.checkpoint_every = _LMA_STEPS.value
+    c.data.frame_store = lma_frame_store(work, c, frames)
     out = work / f"lma_{encoder}"
     log("4/8", f"LMA ({encoder}): {lma_groups()}, {_LMA_STEPS.value} steps at {frames} frames -> {out}")
     last = lma.run(c, out)
@@ -484,6 +506,7 @@ def main(argv):
     imported = work / "teacher_from_hf"
     student = run_ctd(work, imported, summary)
     models = {encoder: run_lma(work, encoder, imported, student, summary) for encoder in ("student", "teacher_wap")}
+    shutil.rmtree(work / "lma_frames")  # about 0.5 GB of rendered clips, no longer needed
     rows = evaluate_pipelines(work, imported, models, summary)
     log("6/8", "cost: analytic FLOPs and measured latency are in the table")
     ok = export_and_check(work, models["student"], summary) and ok

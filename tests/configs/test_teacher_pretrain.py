@@ -1,5 +1,5 @@
-"""Teacher pre-training: the shipped tiny teacher is what configs/teacher_pretrain.py makes, and the command
-that made it runs (reduced) and learns the colour task from random init."""
+"""Teacher pre-training: the shipped tiny teacher is what configs/teacher_pretrain.py's four documented commands
+make, and each command runs (reduced); the first learns the colour task from random init."""
 
 import json
 import os
@@ -41,12 +41,14 @@ def _recorded_equals_documented(recorded: str, documented: str | None, added: di
     assert {k: now.pop(k) for k in added} == added and then == now
 
 
-def test_the_shipped_teacher_was_made_by_the_two_documented_commands():
+def test_the_shipped_teacher_was_made_by_the_four_documented_commands():
     _recorded_equals_documented("pretrain_config.json", None, ADDED_SINCE_FIRST)
     _recorded_equals_documented("shape_stage_config.json", teacher_pretrain.SHAPE_STAGE, ADDED_SINCE_SECOND)
+    _recorded_equals_documented("grow_stage_config.json", teacher_pretrain.GROW_STAGE, {})
+    _recorded_equals_documented("count_stage_config.json", teacher_pretrain.COUNT_STAGE, {})
     model = lf.load(SHIPPED_TEACHER)
     assert model.llm_config.vision.image_size == (56, 56) and "vision" in model.params
-    assert model.llm_config.text.num_layers == 2
+    assert model.llm_config.text.num_layers == 4  # grown from 2 by GROW_STAGE
     size = sum(f.stat().st_size for f in SHIPPED_TEACHER.rglob("*") if f.is_file())
     assert size < 4e6  # a few MB in the repository
 
@@ -137,9 +139,11 @@ def test_the_command_pretrains_from_random_init_and_learns_the_persistent_colour
 
     work, test = first_stage
     model = lf.load(work / "model")
-    shipped = lf.load(SHIPPED_TEACHER)
-    assert jax.tree.structure(model.params) == jax.tree.structure(shipped.params)
-    assert all(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(shipped.params)))
+    shipped = lf.load(SHIPPED_TEACHER).params
+    # the first command's teacher has the shipped one's parts, less the two LLM layers GROW_STAGE adds
+    shipped = {**shipped, "llm": {k: v for k, v in shipped["llm"].items() if k not in ("layers_2", "layers_3")}}
+    assert jax.tree.structure(model.params) == jax.tree.structure(shipped)
+    assert all(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(shipped)))
 
     colour = [r for r in test if r.task == "persistent_color"]
     result = evaluate_benchmark(model, colour, 2, method="loglik_text", system_message=None, batch_size=8)

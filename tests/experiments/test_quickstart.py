@@ -42,15 +42,19 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
         assert 0 <= r["ceiling"] <= 1 and r["encode_prefill_ms_q25"] <= r["encode_prefill_ms"] > 0
         assert r["vision_gflops"] > 0 and r["prefill_gflops"] > 0 and r["real_vision_gflops"] > 0
     assert summary["control_shuffled_clips"]["n"] == 21
+    # by default WAP pools after the projector, so LMA trains the full LLM alone; the student's last stage strides
+    # 4 x 4 in space and emits the LLM's width
     assert {e: (v["steps"], v["shape_videos"], v["trainable"]) for e, v in summary["lma"].items()} == \
-        {"student": (4, 6, "projector+lora"), "teacher_wap": (4, 6, "projector+lora")}
-    # by default WAP pools after pixel shuffle: the student's last stage strides 4 x 4 in space and emits the
-    # shuffled width
-    assert summary["ctd"]["wap_location"] == "post_shuffle"
+        {"student": (4, 6, "llm"), "teacher_wap": (4, 6, "llm")}
+    assert summary["ctd"]["wap_location"] == "post_projector"
     student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())["model"]
-    assert student["location"] == "post_shuffle"
+    assert student["location"] == "post_projector"
     assert student["student"]["downsample"][-1]["stride"] == [2, 4, 4]
-    assert student["student"]["out_dim"] == 4 * 64  # the tiny teacher's 64-wide features, 2 x 2 shuffled
+    assert student["student"]["out_dim"] == 96  # the tiny teacher's LLM width
+    # both LMA runs read the clips rendered once, removed after them
+    stores = {json.loads((work / f"lma_{e}" / "config.json").read_text())["data"]["frame_store"]
+              for e in ("student", "teacher_wap")}
+    assert stores == {str(work / "lma_frames")} and not (work / "lma_frames").exists()
     # the goals' comparisons on the same questions, with paired intervals
     acc = {(r["pipeline"], r["frames"]): r["accuracy"] for r in summary["pipelines"]}
     diffs = summary["paired_differences"]
@@ -68,17 +72,17 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
 
 @pytest.mark.parametrize("location,stride,out_dim,trainable", [
     ("pre_shuffle", [2, 2, 2], 64, "projector+lora"),  # the tiny teacher's ViT width
-    ("post_projector", [2, 4, 4], 96, "lora"),  # the tiny teacher's LLM width
+    ("post_shuffle", [2, 4, 4], 4 * 64, "projector+llm"),  # its ViT features, 2 x 2 shuffled
 ])
 def test_other_wap_locations_keep_the_token_counts_with_a_student_of_that_locations_width(tmp_path, location, stride,
                                                                                          out_dim, trainable):
     """--wap_location pre_shuffle (the real-size configs' pooling): post-hoc WAP and CTD pool the ViT's patch
-    features before pixel shuffle and the student strides 2 x 2 in space. post_projector: they pool the projector's
-    output tokens, the student strides 4 x 4 and LMA trains LoRA alone (no projector is on either compressed
-    path). Every pipeline keeps its token count."""
+    features before pixel shuffle and the student strides 2 x 2 in space. post_shuffle: they pool after pixel
+    shuffle, the student strides 4 x 4. Before the projector, LMA trains it with LoRA or the LLM. Every pipeline
+    keeps its token count."""
     work = tmp_path / "qs"
     _run_quickstart(work, "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6", "--test_videos", "2",
-                    "--latency_repeats", "1", "--wap_location", location)
+                    "--latency_repeats", "1", "--wap_location", location, "--lma_trainable", trainable)
     summary = json.loads((work / "summary.json").read_text())
     assert summary["ctd"]["wap_location"] == location
     assert [r["visual_tokens"] for r in summary["pipelines"]] == [16, 2, 4, 2, 4]
