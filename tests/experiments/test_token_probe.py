@@ -47,8 +47,10 @@ def test_the_cli_finds_the_brief_objects_colour_in_the_shipped_teachers_tokens(t
                                                                               "post_projector")}
     assert set(probes) == set(token_probe.PROBES) | pooled
     assert all(probes[k]["n"] == probes["persistent_shape"]["n"] for k in pooled)
-    # the pooled token still shows the always-visible object's colour (one of 8)
-    assert probes["persistent_color@pre_shuffle"]["accuracy"] >= 0.6
+    # the pooled token still shows the always-visible object's colour (one of 8): 16 or more of 40 right has
+    # probability < 1e-4 under guessing
+    assert probes["persistent_color@pre_shuffle"]["accuracy"] >= 0.4
+    assert probes["persistent_color@post_projector"]["accuracy"] >= 0.4
     assert probes["event_color"]["accuracy"] >= 0.8 and probes["event_color"]["chance"] == 0.125
     assert probes["event_vs_empty"]["n"] == 2 * probes["event_color"]["n"]
     lo, hi = probes["persistent_shape"]["ci95"]
