@@ -50,8 +50,8 @@ _SCALE = flags.DEFINE_integer("scale", 8, "Frame multiplier of the scaled pipeli
 _CTD_STEPS = flags.DEFINE_integer("ctd_steps", 2500, "CTD steps (2500: the student's held-out normalized MSE "
                                  "0.070 after the projector; 0.140 after 1500 steps loses the persistent shape, "
                                  "0.035 after 4000 costs a minute more; README \"The method at toy scale\").")
-_LMA_STEPS = flags.DEFINE_integer("lma_steps", 400, "LMA steps per pipeline (300 lose 0.017 of the student's "
-                                  "accuracy at 8T; README \"The method at toy scale\").")
+_LMA_STEPS = flags.DEFINE_integer("lma_steps", 400, "LMA steps per pipeline (300 after a 4000-step CTD lose "
+                                  "0.017 of the student's accuracy at 8T; README \"The method at toy scale\").")
 _LMA_TRAINABLE = flags.DEFINE_enum("lma_trainable", "projector+llm", ["projector+lora", "projector+llm"],
                                    "Groups LMA trains: the full LLM, or LoRA adapters, each with the projector "
                                    "where it is on the compressed path (not with --wap_location post_projector).")
@@ -204,7 +204,7 @@ def lma_groups() -> str:
 
 def lma_frame_store(work: Path, config, frames: int) -> str:
     """The LMA clips rendered once (WORKDIR/lma_frames, data.frame_store) for both LMA runs, which read the same
-    clips: the batches are bit-identical to rendering each clip per step, without re-rendering it 8 times."""
+    clips: the batches are bit-identical to rendering each clip when drawn (about 4 times per run)."""
     from liteframe_jax.data.extract import extract_qa_frame_stores
     from liteframe_jax.train.qa_data import load_qa_records, qa_config
 
