@@ -55,7 +55,7 @@ def get_config(arg: str | None = None):
     c.data.eval_file = ""
     c.data.tokenizer = ""  # tokenizer dir; "" = the teacher checkpoint's, or the built-in tiny one (tiny variant)
     c.data.image_size = tuple(c.teacher.model.vision.image_size)
-    c.data.max_length = 224 if tiny else 16384
+    c.data.max_length = 224 if tiny else 16384  # tokens per example; 0: fit, the longest example at each stage
     c.data.sampling = "segment"
     c.data.fps = 1.0
     c.data.decode_threads = 1

@@ -117,27 +117,34 @@ def encode_prompt(tokenizer, text: str) -> np.ndarray:
     return np.concatenate(arrays) if arrays else np.zeros((0,), np.int32)
 
 
+def example_ids(tokenizer, user_text: str, answer: str, system_message: str | None = DEFAULT_SYSTEM_MESSAGE,
+                history: Sequence[tuple[str, str]] = ()) -> tuple[np.ndarray, int]:
+    """(int32 (L,) unpadded training sequence `chat_prompt(user_text, ...) + answer + "<|im_end|>"`, the prompt's
+    length L_p: the answer starts there)."""
+    prompt_ids = encode_prompt(tokenizer, chat_prompt(user_text, system_message, history))
+    answer_ids = encode_prompt(tokenizer, answer)
+    return np.concatenate([prompt_ids, answer_ids, [_token_id(tokenizer, IM_END)]]).astype(np.int32), len(prompt_ids)
+
+
 def encode_example(tokenizer, user_text: str, answer: str, max_length: int,
                    system_message: str | None = DEFAULT_SYSTEM_MESSAGE,
                    history: Sequence[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
-    """Training example `chat_prompt(user_text, ...) + answer + "<|im_end|>"`, right-padded to max_length.
+    """Training example `example_ids(...)`, right-padded to max_length.
 
     Returns input_ids int32 (max_length,), loss_mask float32 (1 on the answer tokens and the closing <|im_end|>,
     0 on the prompt, history and padding) and attention_mask int32 (1 on real tokens). Raises
     PromptTooLongError when the sequence is longer than max_length.
     """
-    prompt_ids = encode_prompt(tokenizer, chat_prompt(user_text, system_message, history))
-    answer_ids = encode_prompt(tokenizer, answer)
-    end_id = _token_id(tokenizer, IM_END)
+    ids, prompt_length = example_ids(tokenizer, user_text, answer, system_message, history)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _token_id(tokenizer, PAD)
-    length = len(prompt_ids) + len(answer_ids) + 1
+    length = len(ids)
     if length > max_length:
-        raise PromptTooLongError(f"example needs {length} tokens ({len(prompt_ids)} prompt + {len(answer_ids)} "
-                                 f"answer + 1 <|im_end|>) but max_length is {max_length}")
+        raise PromptTooLongError(f"example needs {length} tokens ({prompt_length} prompt + "
+                                 f"{length - prompt_length - 1} answer + 1 <|im_end|>) but max_length is {max_length}")
     input_ids = np.full(max_length, pad_id, np.int32)
-    input_ids[:length] = np.concatenate([prompt_ids, answer_ids, [end_id]])
+    input_ids[:length] = ids
     loss_mask = np.zeros(max_length, np.float32)
-    loss_mask[len(prompt_ids):length] = 1.0
+    loss_mask[prompt_length:length] = 1.0
     attention_mask = np.zeros(max_length, np.int32)
     attention_mask[:length] = 1
     return {"input_ids": input_ids, "loss_mask": loss_mask, "attention_mask": attention_mask}

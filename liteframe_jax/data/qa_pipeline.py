@@ -22,8 +22,8 @@ import numpy as np
 from liteframe_jax.config_base import ConfigBase
 from liteframe_jax.data.frames import normalize_frames, pad_with_last
 from liteframe_jax.data.pipeline import DataError, DropSkipped, SkipStats, crop_resize, skip_reason
-from liteframe_jax.data.prompts import (DEFAULT_SYSTEM_MESSAGE, PromptTooLongError, encode_example, encode_prompt,
-                                        chat_prompt, video_prefix)
+from liteframe_jax.data.prompts import (DEFAULT_SYSTEM_MESSAGE, PromptTooLongError, chat_prompt, encode_example,
+                                        encode_prompt, example_ids, video_prefix)
 from liteframe_jax.data.sampling import segment_middle_indices
 from liteframe_jax.data.video import VideoDecodeError, load_clip
 from liteframe_jax.data.video_qa import LETTERS, QARecord, format_multiple_choice, synthetic_video_for
@@ -95,11 +95,10 @@ def target_answer(record: QARecord, answer_format: str = "letter") -> str:
     return record.answer
 
 
-def encode_record(tokenizer, record: QARecord, num_frames: int, layout: PromptLayout, max_length: int,
-                  system_message: str | None = DEFAULT_SYSTEM_MESSAGE,
-                  answer_format: str = "letter") -> dict[str, np.ndarray]:
-    """Tokenized training example (see `prompts.encode_example`) with the video prefix before the first turn;
-    the reply of a single-turn record is `target_answer(record, answer_format)`."""
+def _training_turns(record: QARecord, num_frames: int, layout: PromptLayout,
+                    answer_format: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """(user text, reply, history) of the training example: the video prefix before the first turn; the reply of
+    a single-turn record is `target_answer(record, answer_format)`."""
     history, user, answer = turns(record)
     if record.conversations is None:
         answer = target_answer(record, answer_format)
@@ -108,7 +107,34 @@ def encode_record(tokenizer, record: QARecord, num_frames: int, layout: PromptLa
         history = [(prefix + _strip_image_tag(history[0][0]), history[0][1])] + history[1:]
     else:
         user = prefix + _strip_image_tag(user)
+    return user, answer, history
+
+
+def encode_record(tokenizer, record: QARecord, num_frames: int, layout: PromptLayout, max_length: int,
+                  system_message: str | None = DEFAULT_SYSTEM_MESSAGE,
+                  answer_format: str = "letter") -> dict[str, np.ndarray]:
+    """Tokenized training example (see `prompts.encode_example`) with the video prefix before the first turn;
+    the reply of a single-turn record is `target_answer(record, answer_format)`."""
+    user, answer, history = _training_turns(record, num_frames, layout, answer_format)
     return encode_example(tokenizer, user, answer, max_length, system_message, history)
+
+
+def example_length(tokenizer, record: QARecord, num_frames: int, layout: PromptLayout,
+                   system_message: str | None = DEFAULT_SYSTEM_MESSAGE, answer_format: str = "letter") -> int:
+    """Tokens of `encode_record`'s example before padding: the max_length it needs at num_frames."""
+    user, answer, history = _training_turns(record, num_frames, layout, answer_format)
+    return len(example_ids(tokenizer, user, answer, system_message, history)[0])
+
+
+def fitted_max_length(records: Sequence[QARecord], tokenizer, cfg: QADataConfig, layout: PromptLayout,
+                      multiple: int = 8) -> int:
+    """The longest example of `records` at cfg's frame count, rounded up to `multiple`: the max_length that
+    pads least and skips none (max_length=0, "fit")."""
+    if not records:
+        raise DataError("no QA records to fit max_length to")
+    longest = max(example_length(tokenizer, r, cfg.num_frames, layout, cfg.system_message, cfg.answer_format)
+                  for r in records)
+    return -(-longest // multiple) * multiple
 
 
 def prompt_ids(tokenizer, user_text: str, num_frames: int, layout: PromptLayout,
@@ -123,7 +149,7 @@ class QADataConfig(ConfigBase):
     config_name: ClassVar[str] = "QA data config"
     num_frames: int = 8
     image_size: tuple[int, int] = (448, 448)
-    max_length: int = 512
+    max_length: int = 512  # 0: fit, the longest example of the records (fitted_max_length, before batching)
     sampling: str = "segment"  # "segment" | "fps"
     fps: float = 1.0
     decode_threads: int = 1
@@ -136,8 +162,9 @@ class QADataConfig(ConfigBase):
 
     def problems(self) -> list[str]:
         e = []
-        if self.num_frames < 1 or self.max_length < 8:
-            e.append(f"num_frames={self.num_frames} must be >= 1 and max_length={self.max_length} >= 8")
+        if self.num_frames < 1 or not (self.max_length == 0 or self.max_length >= 8):
+            e.append(f"num_frames={self.num_frames} must be >= 1 and max_length={self.max_length} >= 8 (or 0: fit "
+                     "the records)")
         if self.sampling not in ("segment", "fps") or self.fps <= 0:
             e.append(f"sampling={self.sampling!r} must be segment|fps and fps={self.fps} > 0")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
@@ -186,6 +213,9 @@ def build_qa_dataset(records: Sequence[QARecord], tokenizer, cfg: QADataConfig, 
     cfg.validate()
     if not records:
         raise DataError("no QA records to build a dataset from")
+    if cfg.max_length == 0:
+        raise ValueError("max_length=0 (fit) must be resolved before batching: "
+                         "cfg.replace(max_length=fitted_max_length(records, ...))")
     if operator.index(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if store is not None and len(store.clip_index) != len(records):

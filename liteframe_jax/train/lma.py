@@ -12,7 +12,7 @@ from flax import linen as nn
 
 from liteframe_jax.checkpoints import store
 from liteframe_jax.checkpoints.liteframe_store import load_liteframe, save_liteframe, tokenizer_files
-from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig
+from liteframe_jax.data.qa_pipeline import PromptLayout, QADataConfig, fitted_max_length
 from liteframe_jax.models.liteframe import init_liteframe
 from liteframe_jax.models.lora import init_lora
 from liteframe_jax.train import loop
@@ -73,6 +73,7 @@ class LMATask:
         self.run: Run | None = None
         self.frozen: tuple = ()
         self._trainable_init: dict | None = None  # host params of the trainable groups until init_state
+        self._fitted: dict[int, int] = {}  # frame count -> max_length, for data.max_length=0
 
     def setup(self, run: Run) -> None:
         self.run = run
@@ -109,9 +110,20 @@ class LMATask:
         store = self.stores[qa.num_frames][0 if train else 1] if self.stores else None
         return qa_batches(records, self.tokenizer, qa, self.layout, self.run.local_batch, train, store)
 
+    def _qa(self, frames: int) -> QADataConfig:
+        """The QA data settings at `frames`; data.max_length=0 (fit) becomes the longest train or eval example
+        there, rounded up to 8 (the same in every process: each holds all records)."""
+        qa = qa_config(self.config, frames)
+        if qa.max_length:
+            return qa
+        if frames not in self._fitted:
+            self._fitted[frames] = fitted_max_length(self.train_records + self.eval_records, self.tokenizer, qa,
+                                                     self.layout)
+        return qa.replace(max_length=self._fitted[frames])
+
     def phase(self, step: int) -> Phase:
         stage = stage_at(self.curriculum, step)
-        qa = qa_config(self.config, self.curriculum[stage][0])
+        qa = self._qa(self.curriculum[stage][0])
         ds, skips = self._dataset(self.train_records, qa, train=True)
         args = (self.lma, self.tx, self.run.mesh, example_batch(qa, self.run.local_batch), self.run.rules)
         tokens = self.layout.tokens_per_group * -(-qa.num_frames // self.layout.frames_per_group)
@@ -120,7 +132,8 @@ class LMATask:
                      eval_batches=lambda: self._dataset(self.eval_records, qa, train=False)[0],
                      data_tag={"stage": stage}, log_extra={"frames": qa.num_frames},
                      message=f"stage {stage + 1}/{len(self.curriculum)}: {qa.num_frames} frames ({tokens} visual "
-                             "tokens)")
+                             f"tokens, sequences of {qa.max_length} tokens"
+                             f"{', fitted to the records' if qa.num_frames in self._fitted else ''})")
 
     def inputs(self, batch: dict) -> dict:
         return {k: batch[k] for k in BATCH_KEYS}

@@ -4,6 +4,7 @@ before anything compiles."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,15 @@ def test_training_from_a_frame_store_reproduces_the_straight_run(straight, tmp_p
     assert losses(tmp_path / "work") == losses(straight)  # same batches, so the same losses, bit for bit
 
 
+def test_sequences_fitted_to_the_records_train_like_padded_ones(straight, tmp_path):
+    proc = train(tmp_path / "work", "--config.data.max_length=0")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    fitted = [int(n) for n in re.findall(r"sequences of (\d+) tokens, fitted to the records", proc.stderr)]
+    assert len(fitted) == 2 and fitted[0] < fitted[1] < 224 and fitted[0] % 8 == fitted[1] % 8 == 0
+    # padding is masked out of attention and loss: the same losses as with 224-token sequences
+    np.testing.assert_allclose(np.array(losses(tmp_path / "work")), np.array(losses(straight)), rtol=1e-5)
+
+
 def test_uint8_batches_normalized_in_the_step_train_like_host_normalized_ones(straight, tmp_path):
     proc = train(tmp_path / "work", "--config.data.normalize_on_host=False")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -93,6 +103,7 @@ def test_uint8_batches_normalized_in_the_step_train_like_host_normalized_ones(st
     ("--config.data.synthetic_train_clips=dense", "synthetic_train_clips='dense' applies to the embedded events"),
     ("--config.data.synthetic_extra_clips=sparse", "synthetic_extra_clips must be 'benchmark' or 'dense'"),
     ("--config.teacher.grow_text_layers=4", "deepens a teacher.checkpoint's LLM; none is set"),
+    ("--config.data.max_length=4", "max_length=4 >= 8 (or 0: fit the records)"),
 ])
 def test_bad_configs_fail_before_compiling(tmp_path, override, message):
     proc = train(tmp_path / "bad", override)
