@@ -16,8 +16,9 @@ The default (the shipped teacher's recipe) trains on dense, separated clips for 
 turn (a new frame count recompiles the step; the LLM sees both prompt lengths). `stages` takes that form with "/"
 between the FRAMES:STEPS items; giving `frames` or `steps` trains one stage instead (frames 12, steps 3000
 unless given). For benchmark=shapes the clips are the benchmark's own and `separate` does not apply.
-The shipped teacher is the default run followed by SHAPE_STAGE; GROW_STAGE and COUNT_STAGE continue it into a
-teacher that counts brief appearances above chance (not shipped: README, "Teacher pre-training"). init=DIR starts
+The shipped teacher is the default run followed by SHAPE_STAGE, GROW_STAGE, COUNT_STAGE and PRESENCE_STAGE: the
+last three teach it to count brief appearances and to tell which objects appear at all (README, "Teacher
+pre-training"). init=DIR starts
 from a teacher instead of random init, shape_videos=N adds the persistent-shape questions of N more benchmark train
 clips (data.synthetic_extra_videos / synthetic_extra_tasks), extra_videos=N with extra_tasks=TASK+TASK... the
 questions of those tasks about N more clips (extra_clips=dense: dense clips; data.synthetic_extra_clips).
@@ -35,14 +36,17 @@ STAGES = "12:600/20:400/12:600/20:400/12:500/20:500"
 # the shipped teacher's second command: from the first command's teacher, 2500 steps at 12 frames on the same
 # data plus the persistent-shape questions of 12000 more benchmark clips (README, "Teacher pre-training")
 SHAPE_STAGE = "init=runs/teacher_pretrain/model,shape_videos=12000,frames=12,steps=2500"
-# two more commands after it (not shipped; README, "Teacher pre-training"): from the second command's teacher with
-# its LLM grown to 4 layers (the new ones start silent), 2500 steps at 12 frames on the same data plus the
-# persistent-shape and event-count questions of 12000 more dense clips with the always-visible object drawn; then
-# 3000 more steps with the questions of both tasks about 24000 such clips instead
+# three more commands after it (README, "Teacher pre-training"): from the second command's teacher with its LLM
+# grown to 4 layers (the new ones start silent), 2500 steps at 12 frames on the same data plus the persistent-shape
+# and event-count questions of 12000 more dense clips with the always-visible object drawn; then 3000 more steps
+# with the questions of both tasks about 24000 such clips instead; then 3000 more with the event-presence
+# questions of those clips beside them
 GROW_STAGE = ("init=runs/teacher_shape/model,text_layers=4,extra_videos=12000,extra_tasks=persistent_shape+event_count,"
               "extra_clips=dense,frames=12,steps=2500")
 COUNT_STAGE = ("init=runs/teacher_count/model,extra_videos=24000,extra_tasks=persistent_shape+event_count,"
                "extra_clips=dense,frames=12,steps=3000")
+PRESENCE_STAGE = ("init=runs/teacher_count2/model,extra_videos=24000,"
+                  "extra_tasks=persistent_shape+event_count+event_presence,extra_clips=dense,frames=12,steps=3000")
 
 
 def _stages(args) -> list[tuple[int, int]]:

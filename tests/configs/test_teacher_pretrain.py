@@ -1,4 +1,4 @@
-"""Teacher pre-training: the shipped tiny teacher is what configs/teacher_pretrain.py's four documented commands
+"""Teacher pre-training: the shipped tiny teacher is what configs/teacher_pretrain.py's five documented commands
 make, and each command runs (reduced); the first learns the colour task from random init."""
 
 import json
@@ -41,11 +41,12 @@ def _recorded_equals_documented(recorded: str, documented: str | None, added: di
     assert {k: now.pop(k) for k in added} == added and then == now
 
 
-def test_the_shipped_teacher_was_made_by_the_four_documented_commands():
+def test_the_shipped_teacher_was_made_by_the_five_documented_commands():
     _recorded_equals_documented("pretrain_config.json", None, ADDED_SINCE_FIRST)
     _recorded_equals_documented("shape_stage_config.json", teacher_pretrain.SHAPE_STAGE, ADDED_SINCE_SECOND)
     _recorded_equals_documented("grow_stage_config.json", teacher_pretrain.GROW_STAGE, {})
     _recorded_equals_documented("count_stage_config.json", teacher_pretrain.COUNT_STAGE, {})
+    _recorded_equals_documented("presence_stage_config.json", teacher_pretrain.PRESENCE_STAGE, {})
     model = lf.load(SHIPPED_TEACHER)
     assert model.llm_config.vision.image_size == (56, 56) and "vision" in model.params
     assert model.llm_config.text.num_layers == 4  # grown from 2 by GROW_STAGE
@@ -88,6 +89,10 @@ def test_config_arguments_are_checked():
     assert (c.teacher.checkpoint, c.teacher.grow_text_layers) == ("runs/teacher_count/model", 0)  # stays 4 deep
     assert (c.data.synthetic_extra_videos, c.data.synthetic_extra_tasks, c.curriculum) == \
         (24000, "persistent_shape,event_count", "12:3000")
+    c = teacher_pretrain.get_config(teacher_pretrain.PRESENCE_STAGE)
+    assert (c.teacher.checkpoint, c.teacher.grow_text_layers) == ("runs/teacher_count2/model", 0)
+    assert (c.data.synthetic_extra_videos, c.data.synthetic_extra_tasks, c.curriculum) == \
+        (24000, "persistent_shape,event_count,event_presence", "12:3000")
     # without init, text_layers is the random LLM's depth (2 unless given) and nothing grows
     assert teacher_pretrain.get_config().teacher.model.text.num_layers == 2
     c = teacher_pretrain.get_config("text_layers=3")
@@ -176,8 +181,9 @@ def test_the_shape_stage_continues_from_the_first_stages_teacher(first_stage, tm
 def test_the_count_stages_deepen_the_llm_and_train_on_dense_count_questions(first_stage, tmp_path):
     """Reduced GROW_STAGE: init= a teacher, its LLM grown from 2 to 4 layers, plus the event-count and
     persistent-shape questions of extra_videos more dense clips. The old weights move a little, the new layers'
-    zeroed output projections start to move. Reduced COUNT_STAGE: from that teacher, the event-count questions of
-    more dense clips, the LLM staying 4 layers deep."""
+    zeroed output projections start to move. Reduced COUNT_STAGE / PRESENCE_STAGE (the same command with one more
+    task): from that teacher, the shape, count and presence questions of more dense clips, the LLM staying 4
+    layers deep."""
     work, _ = first_stage
     count = tmp_path / "count"
     _train(["--config", f"configs/teacher_pretrain.py:init={work / 'model'},text_layers=4,extra_videos=12,"
@@ -195,9 +201,11 @@ def test_the_count_stages_deepen_the_llm_and_train_on_dense_count_questions(firs
     moved = np.asarray(after.params["llm"]["layers_1"]["up"]["kernel"]) - old
     assert np.any(moved != 0) and np.linalg.norm(moved) < 0.05 * np.linalg.norm(old)
     fourth = tmp_path / "count2"
-    _train(["--config", f"configs/teacher_pretrain.py:init={count / 'model'},extra_videos=16,extra_tasks=event_count,"
-            "extra_clips=dense,videos=4,frames=2,steps=2", "--workdir", str(fourth), "--config.train.eval_every=2",
-            "--config.train.eval_batches=1", "--config.train.checkpoint_every=2",
-            "--config.data.synthetic_test_videos=2"])
-    assert json.loads((fourth / "config.json").read_text())["teacher"]["grow_text_layers"] == 0
+    _train(["--config", f"configs/teacher_pretrain.py:init={count / 'model'},extra_videos=16,"
+            "extra_tasks=persistent_shape+event_count+event_presence,extra_clips=dense,videos=4,frames=2,steps=2",
+            "--workdir", str(fourth), "--config.train.eval_every=2", "--config.train.eval_batches=1",
+            "--config.train.checkpoint_every=2", "--config.data.synthetic_test_videos=2"])
+    recorded = json.loads((fourth / "config.json").read_text())
+    assert recorded["teacher"]["grow_text_layers"] == 0
+    assert recorded["data"]["synthetic_extra_tasks"] == "persistent_shape,event_count,event_presence"
     assert lf.load(fourth / "model").llm_config.text.num_layers == 4
