@@ -168,6 +168,9 @@ def lma_spec(config, frames: int | None = None) -> StepSpec:
     setup = exp.setup
     t = int(frames or max(f for f, _ in exp.curriculum))
     length = int(config.data.max_length)
+    if length == 0:
+        raise PlanError("data.max_length=0 is fitted to the records when the run starts (its log states the "
+                        "length); plan for a length: --config.data.max_length=N")
     visual = setup.visual.num_visual_tokens(t)
     if visual >= length:
         raise PlanError(f"{t} frames give {visual} visual tokens ({setup.encoder} encoder), which do not fit "

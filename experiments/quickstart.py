@@ -5,7 +5,7 @@
 The comparison the LiteFrame paper makes, at toy scale, on the synthetic "events" benchmark (128-frame clips with
 brief, sparse events and screen flashes next to an always-visible object):
 1. the teacher: the tiny InternVL3-shaped teacher pre-trained on the benchmark's train split (shipped in
-   experiments/assets/tiny_teacher, made by configs/teacher_pretrain.py's four documented commands;
+   experiments/assets/tiny_teacher, made by configs/teacher_pretrain.py's five documented commands;
    --pretrain_steps N trains one here with the first command's recipe);
 2. exports it to the PyTorch InternVL3 layouts (transformers "hf" and OpenGVLab "original"), imports the "hf"
    export back through the real converter and checks it against transformers' PyTorch InternVL (logits, greedy
@@ -239,8 +239,7 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     c.data.synthetic_extra_tasks = "persistent_shape" if _LMA_SHAPE_VIDEOS.value else ""
     size = teacher_image_size(teacher)
     c.data.image_size = (size, size)
-    # the longest events prompt: per group of 2 frames, its label (about 11 tokens) and (size / 56)^2 visual tokens
-    c.data.max_length = 160 + frames // 2 * (11 + (size // 56) ** 2)
+    c.data.max_length = 0  # fit: the longest prompt of the records (448 tokens at 64 frames, a bound gave 544)
     c.train.eval_every = _LMA_STEPS.value
     c.train.checkpoint_every = _LMA_STEPS.value
     c.data.frame_store = lma_frame_store(work, c, frames)

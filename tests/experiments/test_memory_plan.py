@@ -66,6 +66,10 @@ def test_invalid_inputs_fail_before_compiling():
         mp.step_spec(ctd.get_config("variant=tiny"), 0)
     with pytest.raises(mp.PlanError, match="do not fit data.max_length=224"):  # 64 frames x 4 tokens > 224
         mp.step_spec(lma.get_config("variant=tiny,encoder=teacher"), 64)
+    fitted = lma.get_config("variant=tiny")
+    fitted.data.max_length = 0
+    with pytest.raises(mp.PlanError, match="fitted to the records when the run starts"):
+        mp.step_spec(fitted)
     with pytest.raises(mp.PlanError, match="give the mesh to plan with --mesh"):
         mp.mesh_from_config(ctd.get_config("variant=tiny"))  # data=-1
 
