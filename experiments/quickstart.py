@@ -14,9 +14,9 @@ brief, sparse events and screen flashes next to an always-visible object):
    after the projector here, --wap_location; the real-size configs pool before pixel shuffle);
 4. LMA (the full LLM, or LoRA with --lma_trainable projector+lora; the projector too where it is on the compressed
    path, i.e. with --wap_location pre_shuffle / post_shuffle) at 8T frames for the LiteFrame student and for the
-   teacher + post-hoc WAP, on the events train split with its event questions asked about the clips drawn
-   without the always-visible object (data.synthetic_separate_persistent; README, "The method at toy scale")
-   (--lma_shape_videos N adds the persistent-shape questions of N more clips);
+   teacher + post-hoc WAP, on the events train split with the always-visible object drawn, as the benchmark
+   shows it (--lma_separate asks the event questions about the clips drawn without it instead,
+   data.synthetic_separate_persistent; --lma_shape_videos N adds the persistent-shape questions of N more clips);
 5. evaluates on held-out clips: the teacher at T frames, teacher + post-hoc WAP and the student at T and 8T
    frames: accuracy per task with 95% Wilson intervals and the evidence ceiling (the share of questions whose
    evidence frames the sampled frames hit);
@@ -64,6 +64,11 @@ _WAP_LOCATION = flags.DEFINE_enum(
     "quadrant, the whole persistent object, into one feature and loses its shape (README, \"The method at toy "
     "scale\").")
 _TRAIN_VIDEOS = flags.DEFINE_integer("train_videos", 400, "Synthetic videos in the QA train split (LMA).")
+_LMA_SEPARATE = flags.DEFINE_bool(
+    "lma_separate", False, "LMA asks the train split's event and flash questions about its clips drawn without the "
+    "always-visible object (data.synthetic_separate_persistent), as the first two pre-training commands did; off "
+    "by default, since the shipped teacher's last three learnt them with it drawn, as the benchmark asks them "
+    "(README \"The method at toy scale\").")
 _LMA_SHAPE_VIDEOS = flags.DEFINE_integer(
     "lma_shape_videos", 0, "LMA also trains on the persistent-shape questions of this many more clips "
     "(data.synthetic_extra_videos; 1600 with 400 train videos: 45% of the questions, the mix of the shipped "
@@ -234,7 +239,7 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     c.data.synthetic_video_frames = VIDEO_FRAMES
     c.data.synthetic_train_videos = _TRAIN_VIDEOS.value
     c.data.synthetic_test_videos = 20
-    c.data.synthetic_separate_persistent = True
+    c.data.synthetic_separate_persistent = _LMA_SEPARATE.value
     c.data.synthetic_extra_videos = _LMA_SHAPE_VIDEOS.value
     c.data.synthetic_extra_tasks = "persistent_shape" if _LMA_SHAPE_VIDEOS.value else ""
     size = teacher_image_size(teacher)
@@ -247,7 +252,7 @@ def run_lma(work: Path, encoder: str, teacher: Path, student: Path, summary: dic
     log("4/8", f"LMA ({encoder}): {lma_groups()}, {_LMA_STEPS.value} steps at {frames} frames -> {out}")
     last = lma.run(c, out)
     summary.setdefault("lma", {})[encoder] = {"steps": _LMA_STEPS.value, "shape_videos": _LMA_SHAPE_VIDEOS.value,
-                                              "trainable": lma_groups(),
+                                              "separate_persistent": _LMA_SEPARATE.value, "trainable": lma_groups(),
                                               **{k: last[k] for k in ("loss", "eval/loss") if k in last}}
     return out / "model"
 

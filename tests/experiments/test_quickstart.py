@@ -55,6 +55,12 @@ def test_quickstart_runs_every_stage_and_reports_parity(tmp_path):
     stores = {json.loads((work / f"lma_{e}" / "config.json").read_text())["data"]["frame_store"]
               for e in ("student", "teacher_wap")}
     assert stores == {str(work / "lma_frames")} and not (work / "lma_frames").exists()
+    # LMA asks every question with the always-visible object drawn, as the benchmark does, on sequences fitted to
+    # the records
+    for e in ("student", "teacher_wap"):
+        data = json.loads((work / f"lma_{e}" / "config.json").read_text())["data"]
+        assert data["synthetic_separate_persistent"] is False and data["max_length"] == 0
+        assert summary["lma"][e]["separate_persistent"] is False
     # the goals' comparisons on the same questions, with paired intervals
     acc = {(r["pipeline"], r["frames"]): r["accuracy"] for r in summary["pipelines"]}
     diffs = summary["paired_differences"]
@@ -78,13 +84,15 @@ def test_other_wap_locations_keep_the_token_counts_with_a_student_of_that_locati
                                                                                          out_dim, trainable):
     """--wap_location pre_shuffle (the real-size configs' pooling): post-hoc WAP and CTD pool the ViT's patch
     features before pixel shuffle and the student strides 2 x 2 in space. post_shuffle: they pool after pixel
-    shuffle, the student strides 4 x 4. Before the projector, LMA trains it with LoRA or the LLM. Every pipeline
-    keeps its token count."""
+    shuffle, the student strides 4 x 4. Before the projector, LMA trains it with LoRA or the LLM (here on the
+    separated split, --lma_separate). Every pipeline keeps its token count."""
     work = tmp_path / "qs"
     _run_quickstart(work, "--ctd_steps", "3", "--lma_steps", "2", "--train_videos", "6", "--test_videos", "2",
-                    "--latency_repeats", "1", "--wap_location", location, "--lma_trainable", trainable)
+                    "--latency_repeats", "1", "--wap_location", location, "--lma_trainable", trainable,
+                    "--lma_separate")
     summary = json.loads((work / "summary.json").read_text())
     assert summary["ctd"]["wap_location"] == location
+    assert summary["lma"]["student"]["separate_persistent"] is True  # the separated split, asked for
     assert [r["visual_tokens"] for r in summary["pipelines"]] == [16, 2, 4, 2, 4]
     assert {e: v["trainable"] for e, v in summary["lma"].items()} == {"student": trainable, "teacher_wap": trainable}
     student = json.loads((work / "ctd" / "student" / "liteframe.json").read_text())["model"]
