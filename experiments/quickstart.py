@@ -72,7 +72,7 @@ _LMA_SEPARATE = flags.DEFINE_bool(
 _LMA_SHAPE_VIDEOS = flags.DEFINE_integer(
     "lma_shape_videos", 0, "LMA also trains on the persistent-shape questions of this many more clips "
     "(data.synthetic_extra_videos; 1600 with 400 train videos: 45% of the questions, the mix of the shipped "
-    "teacher's last pre-training stage; measured: it does not help, README \"The method at toy scale\").")
+    "teacher's second pre-training command; measured: it does not help, README \"The method at toy scale\").")
 _TEST_VIDEOS = flags.DEFINE_integer("test_videos", 80, "Synthetic videos in the held-out benchmark (7 questions "
                                     "each).")
 _REPEATS = flags.DEFINE_integer("latency_repeats", 20, "Timed runs per latency measurement.")
